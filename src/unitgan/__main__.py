@@ -1,0 +1,5 @@
+import sys
+
+from unitgan.cli import main
+
+sys.exit(main())

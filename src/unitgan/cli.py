@@ -1,0 +1,134 @@
+"""Command line: ``unitgan train | translate | demo``. Only this module prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from unitgan import __version__
+from unitgan.errors import UnitganError
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train (or resume) a UNIT model",
+        description=(
+            "Train UNIT. CONFIG is a YAML file or a bundled preset name (unit_paper, unit_master, demo, ...). "
+            "Overrides are key=value, e.g. train.steps=1000 data.root=datasets/horse2zebra. "
+            "Re-running the same command resumes from the newest checkpoint."
+        ),
+    )
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_translate(sub) -> None:
+    p = sub.add_parser("translate", help="translate images with a trained checkpoint")
+    p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file (.pt) or a run folder")
+    p.add_argument("--direction", required=True, help="a2b or b2a")
+    p.add_argument("--output", required=True, help="output folder (file names are kept, saved as PNG)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--size", type=int, default=0, help="resize inputs to SIZE x SIZE first (0 = keep size)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="train and evaluate on the built-in synthetic domains (minutes, CPU)")
+    p.add_argument("--out", default="demo_out", help="folder for the run, translations and index.html")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unitgan", description="UNIT: unsupervised image-to-image translation")
+    parser.add_argument("--version", action="version", version=f"unitgan {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_translate(sub)
+    _add_demo(sub)
+    return parser
+
+
+def resolve_checkpoint(path: str) -> Path:
+    """A checkpoint file, or a run folder (its newest checkpoint)."""
+    from unitgan.train.checkpoint import list_checkpoints
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        found = list_checkpoints(p.parent if p.name == "checkpoints" else p)
+        if not found:
+            raise UnitganError(f"run folder '{p}' holds no checkpoints")
+        return found[-1]
+    if not p.exists():
+        raise UnitganError(f"checkpoint '{p}' does not exist")
+    return p
+
+
+def cmd_train(args) -> int:
+    from unitgan.config import load_config
+    from unitgan.train.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, progress=not args.no_progress)
+    if result.interrupted:
+        print(f"stopped at step {result.step}; checkpoint {result.checkpoint}")
+        print(f"to resume, run the same command again: unitgan train {args.config} {' '.join(args.overrides)}".rstrip())
+        return 130
+    print(f"done: {result.step} steps, run folder {result.run_dir}, checkpoint {result.checkpoint}")
+    return 0
+
+
+def cmd_translate(args) -> int:
+    from unitgan.inference import Translator, check_direction
+
+    check_direction(args.direction)
+    if args.batch_size < 1:
+        raise UnitganError(f"--batch-size must be >= 1, got {args.batch_size}")
+    translator = Translator.from_checkpoint(resolve_checkpoint(args.checkpoint), args.device, args.precision)
+    written = translator.translate_files(
+        args.inputs, args.output, args.direction, args.batch_size, args.size, overwrite=args.overwrite
+    )
+    print(f"translated {len(written)} image(s) {args.direction} into {args.output}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from unitgan.demo import run_demo
+
+    report = run_demo(Path(args.out), args.overrides, progress=not args.no_progress)
+    print(report.summary())
+    print(f"open {report.html} to see the translations")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except UnitganError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

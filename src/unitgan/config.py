@@ -1,0 +1,346 @@
+"""Typed configuration: dataclasses, YAML loading and ``key=value`` overrides.
+
+Every key is checked: unknown keys, wrong types and values outside a fixed set of choices raise
+:class:`UnitganError` with a message naming the key (``model.norm``) and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from unitgan.errors import UnitganError
+
+Norm = Literal["instance", "batch", "layer", "none"]
+Activation = Literal["lrelu", "relu", "tanh", "none"]
+PadType = Literal["zero", "reflect"]
+Upsample = Literal["deconv", "nearest"]
+GanType = Literal["lsgan", "nsgan", "hinge"]
+Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass
+class ModelConfig:
+    """Encoders, generators and discriminators (see ``unitgan.models``)."""
+
+    input_nc_a: int = 3  # channels of domain A images (1 = grey, 3 = colour)
+    input_nc_b: int = 3  # channels of domain B images
+    ch: int = 64  # channels after the first encoder convolution
+    n_down: int = 2  # stride-2 downsamplings in each encoder (upsamplings in each generator)
+    n_res: int = 4  # residual blocks at the end of each encoder / start of each generator
+    n_shared: int = 1  # of those, how many are shared between the domains (0 = no weight sharing)
+    norm: Norm = "instance"  # norm in the encoder/generator residual and conv blocks
+    up_norm: Norm = "instance"  # norm in the generator's upsampling blocks
+    activ: Activation = "lrelu"  # activation in the encoder/generator
+    pad_type: PadType = "zero"  # padding of all encoder/generator convolutions
+    upsample: Upsample = "deconv"  # deconv = transposed conv 3x3 s2; nearest = nearest x2 + conv 5x5
+    out_kernel: int = 1  # kernel of the generator's last conv to image channels
+    dis_ch: int = 64  # channels of the first discriminator layer
+    dis_n_layers: int = 4  # stride-2 conv layers per discriminator scale
+    dis_n_scales: int = 1  # number of image scales judged (avg-pool x0.5 between scales)
+    dis_norm: Norm = "none"  # norm in the discriminator
+    dis_pad_type: PadType = "zero"  # padding in the discriminator
+    gan_type: GanType = "lsgan"  # lsgan | nsgan (non-saturating) | hinge
+    init: Init = "gaussian"  # weight init: gaussian(0, 0.02) | kaiming | xavier | orthogonal | default
+
+
+@dataclass
+class LossConfig:
+    """Weights of the UNIT objective (paper notation in brackets)."""
+
+    gan_w: float = 10.0  # [lambda0] GAN loss on translations
+    kl_w: float = 0.1  # [lambda1] KL of the VAE latent
+    recon_w: float = 100.0  # [lambda2] L1 reconstruction of x_aa, x_bb
+    cyc_kl_w: float = 0.1  # [lambda3] KL of the latent of the translated images
+    cyc_recon_w: float = 100.0  # [lambda4] L1 cycle reconstruction of x_aba, x_bab
+
+
+@dataclass
+class OptimConfig:
+    """Adam with weight decay and a step learning-rate schedule, for generators and discriminators."""
+
+    lr: float = 1e-4  # learning rate of encoders/generators
+    dis_lr: float = 0.0  # learning rate of discriminators; 0 = same as lr
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 1e-4
+    lr_step: int = 100_000  # multiply the lr by lr_gamma every lr_step steps (0 = constant)
+    lr_gamma: float = 0.5
+    grad_clip: float = 0.0  # max grad norm; 0 = off
+    fused: bool = False  # fused Adam kernel (CUDA) / foreach implementation otherwise
+
+
+@dataclass
+class DataConfig:
+    """Where the two unpaired domains come from and how they are augmented."""
+
+    source: Literal["folder", "synthetic", "arrays"] = "folder"
+    root: str = ""  # folder: data set root holding trainA/ trainB/ testA/ testB/
+    a: str = ""  # arrays: domain A as an .npz path or a torchvision name (mnist, usps, svhn, fashionmnist)
+    b: str = ""  # arrays: domain B, same forms
+    download: bool = False  # arrays: let torchvision download a named data set (needs internet)
+    cache_dir: str = "~/.cache/unitgan"  # arrays: where torchvision data sets live
+    load_size: int = 0  # resize the shorter side to this before cropping (0 = no resize)
+    crop_size: int = 256  # random crop (centre crop at test) to this square size
+    flip: bool = True  # random horizontal flip while training
+    batch_size: int = 1  # images per domain per step (per process under torchrun)
+    num_workers: int = 2  # data-loader worker processes
+    pin_memory: bool = True  # pinned host memory when training on a GPU
+    bad_images: Literal["error", "skip"] = "error"  # unreadable images: stop naming the file, or skip
+    synthetic_train: int = 20_000  # synthetic: scenes per domain in the training split
+    synthetic_test: int = 200  # synthetic: held-out scenes (rendered in both styles)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: length, checkpoints, logging, speed options."""
+
+    steps: int = 500_000  # total optimisation steps (one D step + one G step each)
+    seed: int = 0
+    out_dir: str = "runs/unit"  # run folder: config, checkpoints, logs, image grids
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: Precision = "fp32"  # autocast precision (bf16/fp16); fp16 uses a grad scaler
+    channels_last: bool = False  # NHWC memory layout (faster convolutions on recent hardware)
+    compile: bool = False  # torch.compile the networks
+    deterministic: bool = False  # deterministic algorithms (bit-exact resume on GPU; slower)
+    ckpt_every: int = 10_000  # write a checkpoint every N steps (and at the end)
+    keep_last: int = 3  # checkpoints kept on disk
+    log_every: int = 100  # write scalars every N steps (the only host-device sync)
+    image_every: int = 5_000  # write an image grid every N steps
+    image_rows: int = 4  # images per domain in the grid
+    threads: int = 0  # CPU threads for torch (0 = torch's default)
+
+
+@dataclass
+class Config:
+    """The complete configuration of a run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> Config:
+        """Cross-field checks that single types cannot express."""
+        m, d = self.model, self.data
+        _check(m.n_shared <= m.n_res, "model.n_shared", f"must be <= model.n_res ({m.n_res}), got {m.n_shared}")
+        for key, value in [
+            ("model.input_nc_a", m.input_nc_a),
+            ("model.input_nc_b", m.input_nc_b),
+            ("model.ch", m.ch),
+            ("model.dis_ch", m.dis_ch),
+            ("model.dis_n_scales", m.dis_n_scales),
+            ("model.dis_n_layers", m.dis_n_layers),
+            ("model.out_kernel", m.out_kernel),
+            ("data.crop_size", d.crop_size),
+            ("data.batch_size", d.batch_size),
+            ("train.steps", self.train.steps),
+            ("train.ckpt_every", self.train.ckpt_every),
+            ("train.keep_last", self.train.keep_last),
+            ("train.log_every", self.train.log_every),
+            ("train.image_every", self.train.image_every),
+        ]:
+            _check(value >= 1, key, f"must be >= 1, got {value}")
+        for key, value in [
+            ("model.n_down", m.n_down),
+            ("model.n_res", m.n_res),
+            ("model.n_shared", m.n_shared),
+            ("data.num_workers", d.num_workers),
+            ("data.load_size", d.load_size),
+            ("optim.lr_step", self.optim.lr_step),
+            ("train.threads", self.train.threads),
+        ]:
+            _check(value >= 0, key, f"must be >= 0, got {value}")
+        _check(m.out_kernel % 2 == 1, "model.out_kernel", f"must be odd, got {m.out_kernel}")
+        factor = 2**m.n_down
+        _check(
+            d.crop_size % factor == 0,
+            "data.crop_size",
+            f"must be a multiple of 2**model.n_down = {factor}, got {d.crop_size}",
+        )
+        _check(self.optim.lr > 0, "optim.lr", f"must be > 0, got {self.optim.lr}")
+        for key in ["gan_w", "kl_w", "recon_w", "cyc_kl_w", "cyc_recon_w"]:
+            v = getattr(self.loss, key)
+            _check(v >= 0 and math.isfinite(v), f"loss.{key}", f"must be a finite number >= 0, got {v}")
+        if d.source == "folder":
+            _check(
+                bool(d.root),
+                "data.root",
+                "must name a folder holding trainA/ and trainB/ (data.source=folder)",
+            )
+        if d.source == "arrays":
+            _check(
+                bool(d.a) and bool(d.b),
+                "data.a",
+                "data.a and data.b must name the two domains (data.source=arrays)",
+            )
+        if d.load_size:
+            _check(
+                d.load_size >= d.crop_size,
+                "data.load_size",
+                f"must be >= data.crop_size ({d.crop_size}) or 0, got {d.load_size}",
+            )
+        return self
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UnitganError(f"config key '{key}' {message}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building a Config from dicts, YAML and overrides, with every value type-checked.
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or parsed from an override) to type ``tp`` or raise naming ``key``."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise UnitganError(f"config key '{key}' must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(get_args(tp)):
+            return None
+        return _convert(value, args[0], key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UnitganError(f"config key '{key}' must be true or false; got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UnitganError(f"config key '{key}' must be an integer; got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise UnitganError(f"config key '{key}' must be a finite number; got {value!r}")
+            return float(value)
+        raise UnitganError(f"config key '{key}' must be a number; got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise UnitganError(f"config key '{key}' must be a string; got {value!r}")
+    raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this module, not user input
+
+
+def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        where = f"section '{prefix}'" if prefix else "the config file"
+        raise UnitganError(f"{where} must be a mapping of keys to values; got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise UnitganError(_unknown_key_message(full, prefix, names))
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _from_dict(tp, value if value is not None else {}, full)
+        else:
+            kwargs[key] = _convert(value, tp, full)
+    return cls(**kwargs)
+
+
+def _unknown_key_message(full: str, prefix: str, names: list[str]) -> str:
+    leaf = full.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, names, n=1)
+    hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)" if close else ""
+    valid = ", ".join(names)
+    where = f"in '{prefix}'" if prefix else "at the top level"
+    return f"unknown config key '{full}'{hint}; valid keys {where}: {valid}"
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    return _from_dict(Config, data, "").validate()
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``model.ch=32`` -> ("model.ch", 32); the value is parsed as YAML (so ``true``, ``1e-4``, ``"x"``)."""
+    if "=" not in text:
+        raise UnitganError(f"override '{text}' must look like key=value (e.g. train.steps=1000)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UnitganError(f"override '{text}' has no key before '='")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict; unknown keys are caught when the dict becomes a Config."""
+    for text in overrides:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            sub = node.get(part)
+            if sub is None:
+                sub = node[part] = {}
+            if not isinstance(sub, dict):
+                raise UnitganError(f"override '{text}': '{'.'.join(parts[: i + 1])}' is not a section")
+            node = sub
+        node[parts[-1]] = value
+    return data
+
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path to a YAML file, or the name of a bundled preset (``unit_paper``, ``demo``...)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    for candidate in (PRESET_DIR / f"{name}", PRESET_DIR / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    presets = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    raise UnitganError(f"config file '{name}' not found (bundled presets: {presets})")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = resolve_config_path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UnitganError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    except OSError as e:
+        raise UnitganError(f"config file '{path}' cannot be read: {e.strerror}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UnitganError(f"config file '{path}' must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML file (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    data = load_yaml(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,196 @@
+"""Map-style data sets of one domain each: image folders and arrays (``.npz`` or torchvision)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from unitgan.data.io import image_size, list_images, load_image, pil_to_tensor
+from unitgan.data.transforms import augment
+from unitgan.errors import UnitganError
+
+log = logging.getLogger(__name__)
+
+TORCHVISION_NAMES = ("mnist", "usps", "svhn", "fashionmnist")
+
+
+def _aug_generator(index) -> tuple[int, torch.Generator | None]:
+    """Samplers pass (index, seed); the seed drives this sample's crop and flip."""
+    if isinstance(index, tuple):
+        index, seed = index
+        return index, torch.Generator().manual_seed(seed)
+    return index, None
+
+
+class ImageFolderDomain(Dataset):
+    """All images under one folder (recursive), as [C, crop, crop] tensors in [-1, 1]."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        channels: int,
+        crop_size: int,
+        load_size: int = 0,
+        train: bool = True,
+        flip: bool = True,
+        bad_images: str = "error",
+        check_sizes: bool = True,
+    ):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise UnitganError(f"image folder '{self.folder}' does not exist")
+        self.files = list_images(self.folder)
+        if not self.files:
+            raise UnitganError(f"image folder '{self.folder}' holds no images (.png .jpg .jpeg .webp .bmp .tif)")
+        self.channels, self.crop_size, self.load_size = channels, crop_size, load_size
+        self.train, self.flip, self.bad_images = train, flip, bad_images
+        self.skipped: set[Path] = set()
+        if check_sizes:
+            self._check_headers()
+
+    def _check_headers(self) -> None:
+        """Read each header once: unreadable files and images smaller than the crop fail (or are skipped)."""
+        good = []
+        for path in self.files:
+            try:
+                w, h = image_size(path)
+                if not self.load_size and min(w, h) < self.crop_size:
+                    raise UnitganError(
+                        f"image '{path}' is {w}x{h}, smaller than data.crop_size={self.crop_size} "
+                        f"(set data.load_size to resize first, or lower data.crop_size)"
+                    )
+            except UnitganError as e:
+                if self.bad_images == "error":
+                    raise
+                log.warning("skipping %s", e)
+                self.skipped.add(path)
+                continue
+            good.append(path)
+        if not good:
+            raise UnitganError(f"image folder '{self.folder}' holds no usable images")
+        self.files = good
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        index, gen = _aug_generator(index)
+        path = self.files[index]
+        try:
+            x = pil_to_tensor(load_image(path, self.channels))
+        except UnitganError as e:
+            if self.bad_images == "error":
+                raise
+            log.warning("skipping %s", e)
+            self.skipped.add(path)
+            # deterministic replacement: the next file in the list
+            return self[
+                ((index + 1) % len(self.files), int(torch.randint(0, 2**62, (1,), generator=gen)))
+                if gen is not None
+                else (index + 1) % len(self.files)
+            ]
+        if min(x.shape[1:]) < self.crop_size and not self.load_size:
+            raise UnitganError(
+                f"image '{path}' is {x.shape[2]}x{x.shape[1]}, smaller than data.crop_size={self.crop_size}"
+            )
+        return augment(x, self.load_size, self.crop_size, self.train, self.flip, gen)
+
+
+def _load_arrays(spec: str, split: str, download: bool, cache_dir: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images [N, H, W] or [N, H, W, C] uint8 (or [N, C, H, W]) and optional labels from a spec."""
+    if spec.lower() in TORCHVISION_NAMES:
+        return _load_torchvision(spec.lower(), split, download, cache_dir)
+    path = Path(spec).expanduser()
+    if path.suffix != ".npz":
+        raise UnitganError(f"array domain '{spec}' must be an .npz file or one of {', '.join(TORCHVISION_NAMES)}")
+    if not path.is_file():
+        raise UnitganError(f"array file '{path}' does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            xk = f"x_{split}" if f"x_{split}" in keys else "x"
+            yk = f"y_{split}" if f"y_{split}" in keys else "y"
+            if xk not in keys:
+                raise UnitganError(f"array file '{path}' has no 'x' or 'x_{split}' array (has: {sorted(keys)})")
+            return z[xk], (z[yk] if yk in keys else None)
+    except (OSError, ValueError) as e:
+        raise UnitganError(f"array file '{path}' cannot be read: {e}") from None
+
+
+def _load_torchvision(name: str, split: str, download: bool, cache_dir: str):
+    import torchvision.datasets as tvd
+
+    root = Path(cache_dir).expanduser() / name
+    train = split == "train"
+    try:
+        if name == "mnist":
+            ds = tvd.MNIST(root, train=train, download=download)
+        elif name == "fashionmnist":
+            ds = tvd.FashionMNIST(root, train=train, download=download)
+        elif name == "usps":
+            ds = tvd.USPS(root, train=train, download=download)
+        else:
+            ds = tvd.SVHN(root, split="train" if train else "test", download=download)
+    except RuntimeError as e:
+        hint = "" if download else " (set data.download=true to fetch it; needs internet)"
+        raise UnitganError(f"torchvision data set '{name}' not found under '{root}'{hint}: {e}") from None
+    except OSError as e:
+        raise UnitganError(f"torchvision data set '{name}' could not be downloaded to '{root}': {e}") from None
+    if name == "svhn":
+        return np.asarray(ds.data), np.asarray(ds.labels)  # [N, 3, 32, 32]
+    data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
+    targets = ds.targets.numpy() if hasattr(ds.targets, "numpy") else np.asarray(ds.targets)
+    return data, targets
+
+
+class ArrayDomain(Dataset):
+    """Images held in memory as a uint8 array (digits etc.), resized to ``crop_size``; optional labels."""
+
+    def __init__(
+        self,
+        spec: str,
+        split: str,
+        channels: int,
+        crop_size: int,
+        train: bool = True,
+        flip: bool = False,
+        download: bool = False,
+        cache_dir: str = "~/.cache/unitgan",
+        return_labels: bool = False,
+    ):
+        x, y = _load_arrays(spec, split, download, cache_dir)
+        x = np.asarray(x)
+        if x.ndim == 3:
+            x = x[:, None]  # [N, 1, H, W]
+        elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.transpose(0, 3, 1, 2)  # NHWC -> NCHW
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise UnitganError(f"array domain '{spec}' must hold images [N, H, W(, C)], got shape {x.shape}")
+        if len(x) == 0:
+            raise UnitganError(f"array domain '{spec}' ({split}) holds no images")
+        self.x = torch.from_numpy(np.ascontiguousarray(x))
+        self.y = torch.from_numpy(np.asarray(y).astype(np.int64)) if y is not None else None
+        self.channels, self.crop_size, self.train, self.flip = channels, crop_size, train, flip
+        self.return_labels = return_labels and self.y is not None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index):
+        index, gen = _aug_generator(index)
+        x = self.x[index].float() / 127.5 - 1.0  # [c, h, w]
+        if x.shape[0] != self.channels:
+            x = x.mean(0, keepdim=True) if self.channels == 1 else x.expand(3, -1, -1)
+        if x.shape[1:] != (self.crop_size, self.crop_size):
+            x = F.interpolate(x[None], size=(self.crop_size, self.crop_size), mode="bilinear", align_corners=False)[0]
+        if self.train and self.flip and gen is not None and bool(torch.rand((), generator=gen) < 0.5):
+            x = x.flip(-1)
+        x = x.contiguous()
+        if self.return_labels:
+            return x, self.y[index]
+        return x

@@ -1,0 +1,108 @@
+"""A built-in two-domain data set generated in code, with a ground-truth translation for every scene.
+
+A scene is a few shapes (circle, square, triangle) with positions and sizes. It is rendered in two styles:
+
+- domain A, "sketch": one grey channel, black outlines on a white background;
+- domain B, "paint": colour, each shape filled with the colour of its kind (circle red, square green,
+  triangle blue) and shaded from top-left to bottom-right, over a beige background with a fixed stripe
+  texture.
+
+Training scenes of A and B are drawn independently (unpaired); the test split renders the *same* scenes in
+both styles, so ``test A[i]`` translated to B can be compared with ``test B[i]`` pixel by pixel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.data import Dataset
+
+KINDS = ("circle", "square", "triangle")
+PAINT = torch.tensor([[0.85, 0.15, 0.15], [0.15, 0.70, 0.20], [0.15, 0.30, 0.90]])  # per kind, RGB in [0, 1]
+BACKGROUND = torch.tensor([0.93, 0.87, 0.74])
+_SUPERSAMPLE = 3
+
+
+def random_scene(generator: torch.Generator, max_shapes: int = 2) -> list[tuple[int, float, float, float]]:
+    """[(kind, cx, cy, r)] in unit coordinates; shapes may overlap (drawn in order)."""
+    n = int(torch.randint(1, max_shapes + 1, (1,), generator=generator))
+    scene = []
+    for _ in range(n):
+        kind, cx, cy, r = torch.rand(4, generator=generator).tolist()
+        r = 0.2 + 0.12 * r
+        scene.append((int(kind * 3) % 3, r + (1 - 2 * r) * cx, r + (1 - 2 * r) * cy, r))
+    return scene
+
+
+def _sdf(kind: int, x: torch.Tensor, y: torch.Tensor, r: float) -> torch.Tensor:
+    """Signed distance (unit coordinates, negative inside) of a shape centred at the origin."""
+    if kind == 0:
+        return torch.sqrt(x * x + y * y) - r
+    if kind == 1:
+        s = 0.8 * r
+        dx, dy = x.abs() - s, y.abs() - s
+        outside = torch.sqrt(dx.clamp(min=0) ** 2 + dy.clamp(min=0) ** 2)
+        return outside + torch.maximum(dx, dy).clamp(max=0)
+    # equilateral triangle pointing up, circumradius r (three half-planes; exact enough for drawing)
+    d = r * 0.5
+    n = [(0.0, 1.0), (math.sqrt(3) / 2, -0.5), (-math.sqrt(3) / 2, -0.5)]
+    yy = -y  # image y grows downwards
+    return torch.stack([x * nx + yy * ny - d for nx, ny in n]).amax(0)
+
+
+def render(scene: list[tuple[int, float, float, float]], size: int, style: str) -> torch.Tensor:
+    """Render a scene as 'sketch' [1, S, S] or 'paint' [3, S, S], values in [-1, 1]."""
+    s = size * _SUPERSAMPLE
+    coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    if style == "sketch":
+        img = torch.ones(1, s, s)
+        width = 1.2 / size  # outline about 2.4 pixels wide
+        for kind, cx, cy, r in scene:
+            d = _sdf(kind, x - cx, y - cy, r)
+            img[0][d < 0] = 1.0  # a later shape hides the outline of an earlier one below it
+            img[0][d.abs() < width] = 0.0
+    elif style == "paint":
+        stripes = 0.04 * torch.sin((x + y) * 2 * math.pi * 6)
+        img = (BACKGROUND.view(3, 1, 1) + stripes).expand(3, s, s).clone()
+        for kind, cx, cy, r in scene:
+            d = _sdf(kind, x - cx, y - cy, r)
+            shade = 1.15 - 0.35 * ((x - cx) + (y - cy) + 2 * r) / (4 * r)  # light from the top left
+            colour = (PAINT[kind].view(3, 1, 1) * shade).clamp(0, 1)
+            inside = (d < 0).expand(3, s, s)
+            img[inside] = colour[inside]
+    else:
+        raise ValueError(f"unknown style '{style}'")
+    img = torch.nn.functional.avg_pool2d(img[None], _SUPERSAMPLE)[0]
+    return img * 2 - 1
+
+
+class SyntheticDomain(Dataset):
+    """One domain of the synthetic pair. ``split='train'`` scenes differ between A and B (unpaired);
+    ``split='test'`` scenes are the same for both domains (index i of A and of B is one scene)."""
+
+    def __init__(self, domain: str, split: str, size: int, length: int, seed: int = 0, max_shapes: int = 2):
+        self.style = "sketch" if domain == "a" else "paint"
+        self.channels = 1 if domain == "a" else 3
+        self.size = size
+        self.length = length
+        self.max_shapes = max_shapes
+        # scene seeds: train A, train B and test live in disjoint ranges
+        offset = {"train": {"a": 0, "b": 1 << 40}, "test": {"a": 1 << 41, "b": 1 << 41}}[split][domain]
+        self.base = seed * (1 << 42) + offset
+
+    def __len__(self) -> int:
+        return self.length
+
+    def scene(self, index: int) -> list[tuple[int, float, float, float]]:
+        g = torch.Generator().manual_seed(self.base + index)
+        return random_scene(g, self.max_shapes)
+
+    def __getitem__(self, index):
+        index = index[0] if isinstance(index, tuple) else index  # no augmentation: scenes are random already
+        return render(self.scene(index), self.size, self.style)
+
+    def ground_truth(self, index: int, other_domain: str) -> torch.Tensor:
+        """The same scene rendered in the other domain's style."""
+        return render(self.scene(index), self.size, "sketch" if other_domain == "a" else "paint")

@@ -1,0 +1,107 @@
+"""The UNIT objective as pure functions over tensors.
+
+Paper notation: lambda0 GAN, lambda1 KL, lambda2 L1 reconstruction, lambda3 cycle KL, lambda4 cycle L1.
+With a unit-variance Gaussian posterior, KL(q(z|x) || N(0, I)) reduces (up to a constant) to mean(mu^2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from unitgan.config import LossConfig
+
+
+def kl_loss(mu: torch.Tensor) -> torch.Tensor:
+    """KL term of a unit-variance Gaussian posterior: mean(mu^2)."""
+    return mu.float().pow(2).mean()
+
+
+def l1_loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (x.float() - target.float()).abs().mean()
+
+
+def gan_d_loss(real: list[torch.Tensor], fake: list[torch.Tensor], gan_type: str) -> torch.Tensor:
+    """Discriminator loss summed over scales; each scale averaged over its patches."""
+    total = real[0].new_zeros((), dtype=torch.float32)
+    for r, f in zip(real, fake, strict=True):
+        r, f = r.float(), f.float()
+        if gan_type == "lsgan":
+            total = total + (r - 1).pow(2).mean() + f.pow(2).mean()
+        elif gan_type == "nsgan":
+            total = total + F.softplus(-r).mean() + F.softplus(f).mean()
+        elif gan_type == "hinge":
+            total = total + F.relu(1 - r).mean() + F.relu(1 + f).mean()
+        else:
+            raise ValueError(f"unknown gan_type '{gan_type}'")
+    return total
+
+
+def gan_g_loss(fake: list[torch.Tensor], gan_type: str) -> torch.Tensor:
+    """Generator loss summed over scales: make the discriminator call the translations real."""
+    total = fake[0].new_zeros((), dtype=torch.float32)
+    for f in fake:
+        f = f.float()
+        if gan_type == "lsgan":
+            total = total + (f - 1).pow(2).mean()
+        elif gan_type == "nsgan":
+            total = total + F.softplus(-f).mean()
+        elif gan_type == "hinge":
+            total = total - f.mean()
+        else:
+            raise ValueError(f"unknown gan_type '{gan_type}'")
+    return total
+
+
+@dataclass
+class GenOutputs:
+    """Everything the encoder/generator step computes for one batch of each domain."""
+
+    x_a: torch.Tensor  # [N, Ca, H, W] real A
+    x_b: torch.Tensor  # [N, Cb, H, W] real B
+    mu_a: torch.Tensor  # [N, C, h, w] latent mean of x_a
+    mu_b: torch.Tensor
+    x_aa: torch.Tensor  # reconstruction of x_a from z_a
+    x_bb: torch.Tensor
+    x_ab: torch.Tensor  # translation A -> B from z_a
+    x_ba: torch.Tensor
+    mu_ab: torch.Tensor  # latent mean of the translation x_ab (re-encoded by enc_b)
+    mu_ba: torch.Tensor
+    x_aba: torch.Tensor  # cycle A -> B -> A
+    x_bab: torch.Tensor
+
+
+def unit_gen_loss(
+    out: GenOutputs,
+    d_fake_ab: list[torch.Tensor],
+    d_fake_ba: list[torch.Tensor],
+    w: LossConfig,
+    gan_type: str,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The encoder/generator objective. ``d_fake_ab`` = dis_b(x_ab), ``d_fake_ba`` = dis_a(x_ba).
+
+    Returns the weighted total and the unweighted named terms (detached) for logging.
+    """
+    terms = {
+        "gan_a": gan_g_loss(d_fake_ba, gan_type),  # D_A judges x_ba
+        "gan_b": gan_g_loss(d_fake_ab, gan_type),  # D_B judges x_ab
+        "kl_a": kl_loss(out.mu_a),
+        "kl_b": kl_loss(out.mu_b),
+        "recon_a": l1_loss(out.x_aa, out.x_a),
+        "recon_b": l1_loss(out.x_bb, out.x_b),
+        "cyc_kl_a": kl_loss(out.mu_ba),  # latent of the translation into A (part of L_CC_B in the paper)
+        "cyc_kl_b": kl_loss(out.mu_ab),
+        "cyc_recon_a": l1_loss(out.x_aba, out.x_a),
+        "cyc_recon_b": l1_loss(out.x_bab, out.x_b),
+    }
+    weights = {
+        "gan": w.gan_w,
+        "kl": w.kl_w,
+        "recon": w.recon_w,
+        "cyc_kl": w.cyc_kl_w,
+        "cyc_recon": w.cyc_recon_w,
+    }
+    total = sum(weights[name.rsplit("_", 1)[0]] * value for name, value in terms.items())
+    return total, {k: v.detach() for k, v in terms.items()}

@@ -1,0 +1,125 @@
+"""Building blocks: norms, activations, padded convolutions, residual blocks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """Layer norm over (C, H, W) of each sample with a per-channel affine (the authors' master code)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W]
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        var = x.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":
+        return LayerNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm '{kind}'")
+
+
+def make_activation(kind: str) -> nn.Module:
+    if kind == "lrelu":
+        return nn.LeakyReLU(0.2, inplace=False)
+    if kind == "relu":
+        return nn.ReLU(inplace=False)
+    if kind == "tanh":
+        return nn.Tanh()
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown activation '{kind}'")
+
+
+class ConvBlock(nn.Sequential):
+    """pad -> conv -> norm -> activation. Padding is explicit so 'reflect' and 'zero' behave alike."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int = 1,
+        norm: str = "none",
+        activ: str = "lrelu",
+        pad_type: str = "zero",
+    ):
+        pad = kernel // 2
+        layers: list[nn.Module] = []
+        if pad:
+            layers.append(nn.ReflectionPad2d(pad) if pad_type == "reflect" else nn.ZeroPad2d(pad))
+        layers += [
+            nn.Conv2d(in_ch, out_ch, kernel, stride, bias=norm in ("none", "layer")),
+            make_norm(norm, out_ch),
+            make_activation(activ),
+        ]
+        super().__init__(*layers)
+
+
+class UpBlock(nn.Sequential):
+    """x2 upsampling: transposed conv 3x3 s2 ('deconv', the paper) or nearest x2 + conv 5x5 ('nearest')."""
+
+    def __init__(self, in_ch: int, out_ch: int, mode: str, norm: str, activ: str, pad_type: str):
+        if mode == "deconv":
+            layers: list[nn.Module] = [
+                nn.ConvTranspose2d(in_ch, out_ch, 3, 2, padding=1, output_padding=1, bias=norm == "none"),
+                make_norm(norm, out_ch),
+                make_activation(activ),
+            ]
+        elif mode == "nearest":
+            layers = [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                *ConvBlock(in_ch, out_ch, 5, 1, norm, activ, pad_type),
+            ]
+        else:
+            raise ValueError(f"unknown upsample mode '{mode}'")
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """x + conv3x3(norm, activ) -> conv3x3(norm). Channels and size are kept."""
+
+    def __init__(self, ch: int, norm: str, activ: str, pad_type: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvBlock(ch, ch, 3, 1, norm, activ, pad_type),
+            ConvBlock(ch, ch, 3, 1, norm, "none", pad_type),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W]
+        return x + self.body(x)
+
+
+def init_weights(module: nn.Module, kind: str) -> None:
+    """Initialise conv and linear weights in place; norms keep weight 1 and bias 0."""
+    if kind == "default":
+        return
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if kind == "gaussian":
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif kind == "kaiming":
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            elif kind == "xavier":
+                nn.init.xavier_normal_(m.weight, gain=2**0.5)
+            elif kind == "orthogonal":
+                nn.init.orthogonal_(m.weight, gain=2**0.5)
+            else:
+                raise ValueError(f"unknown init '{kind}'")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

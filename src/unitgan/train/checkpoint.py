@@ -1,0 +1,112 @@
+"""Checkpoints that never corrupt: write to a temp file, fsync, rename; keep the last K; load safely.
+
+A checkpoint is a plain dict of tensors and Python primitives, read with ``torch.load(weights_only=True)``
+so a crafted file cannot run code. Files are named ``ckpt_<step>.pt``; the step itself is read from inside.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unitgan.errors import UnitganError
+
+log = logging.getLogger(__name__)
+
+CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
+FORMAT_VERSION = 1
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """Save so that ``path`` is either the old file or the complete new one, never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise UnitganError(
+                f"could not write checkpoint '{path}': {e.strerror or e} (the previous checkpoint is intact)"
+            ) from None
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint files, oldest first (temp files of interrupted writes are not listed)."""
+    d = checkpoint_dir(run_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: str | Path, keep_last: int) -> Path:
+    step = int(state["step"])
+    path = checkpoint_dir(run_dir) / f"ckpt_{step:09d}.pt"
+    atomic_save({**state, "format_version": FORMAT_VERSION}, path)
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        try:
+            old.unlink()
+        except OSError as e:
+            log.warning("could not remove old checkpoint %s: %s", old, e)
+    for tmp in checkpoint_dir(run_dir).glob(".ckpt_*.tmp"):  # leftovers of writes killed mid-way
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load one checkpoint safely (no code execution); raise UnitganError naming the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnitganError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnitganError(f"checkpoint '{path}' cannot be loaded (truncated, corrupt or unsafe): {first}") from None
+    if not isinstance(state, dict) or "config" not in state or "gen" not in state:
+        raise UnitganError(f"checkpoint '{path}' is not a unitgan checkpoint")
+    return state
+
+
+def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The newest checkpoint that loads; damaged newer files are reported and passed over."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            state = load_checkpoint(path, map_location)
+        except UnitganError as e:
+            log.warning("%s; trying an older one", e)
+            continue
+        state["_path"] = str(path)
+        return state
+    return None
