@@ -46,6 +46,7 @@ class ModelConfig:
     out_kernel: int = 1  # kernel of the generator's last conv to image channels
     dis_ch: int = 64  # channels of the first discriminator layer
     dis_n_layers: int = 4  # stride-2 conv layers per discriminator scale
+    dis_kernel: int = 3  # kernel of the discriminator convs (3 in version_02, 4 in master)
     dis_n_scales: int = 1  # number of image scales judged (avg-pool x0.5 between scales)
     dis_norm: Norm = "none"  # norm in the discriminator
     dis_pad_type: PadType = "zero"  # padding in the discriminator
@@ -145,6 +146,7 @@ class Config:
             ("model.dis_n_scales", m.dis_n_scales),
             ("model.dis_n_layers", m.dis_n_layers),
             ("model.out_kernel", m.out_kernel),
+            ("model.dis_kernel", m.dis_kernel),
             ("data.crop_size", d.crop_size),
             ("data.batch_size", d.batch_size),
             ("train.steps", self.train.steps),
@@ -229,6 +231,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise UnitganError(f"config key '{key}' must be an integer; got {value!r}")
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise UnitganError(f"config key '{key}' must be a number; got {value!r}") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(float(value)):
                 raise UnitganError(f"config key '{key}' must be a finite number; got {value!r}")

@@ -136,10 +136,12 @@ def _load_torchvision(name: str, split: str, download: bool, cache_dir: str):
             ds = tvd.USPS(root, train=train, download=download)
         else:
             ds = tvd.SVHN(root, split="train" if train else "test", download=download)
-    except RuntimeError as e:
-        hint = "" if download else " (set data.download=true to fetch it; needs internet)"
-        raise UnitganError(f"torchvision data set '{name}' not found under '{root}'{hint}: {e}") from None
-    except OSError as e:
+    except (RuntimeError, OSError) as e:
+        if not download:
+            raise UnitganError(
+                f"torchvision data set '{name}' not found under '{root}' (set data.download=true to fetch it; "
+                f"needs internet)"
+            ) from None
         raise UnitganError(f"torchvision data set '{name}' could not be downloaded to '{root}': {e}") from None
     if name == "svhn":
         return np.asarray(ds.data), np.asarray(ds.labels)  # [N, 3, 32, 32]

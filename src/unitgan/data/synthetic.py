@@ -88,15 +88,18 @@ class SyntheticDomain(Dataset):
         self.size = size
         self.length = length
         self.max_shapes = max_shapes
-        # scene seeds: train A, train B and test live in disjoint ranges
-        offset = {"train": {"a": 0, "b": 1 << 40}, "test": {"a": 1 << 41, "b": 1 << 41}}[split][domain]
-        self.base = seed * (1 << 42) + offset
+        # scene seeds: train A, train B and test live in disjoint ranges of 2^29 scenes each. torch's CPU
+        # generator keeps only the low 32 bits of a seed, so everything stays below 2^32.
+        if length > 1 << 29:
+            raise ValueError("at most 2^29 synthetic scenes per split")
+        offset = {"train": {"a": 0, "b": 1 << 29}, "test": {"a": 1 << 30, "b": 1 << 30}}[split][domain]
+        self.base = offset + seed * 0x9E3779B1  # another seed shifts all ranges together
 
     def __len__(self) -> int:
         return self.length
 
     def scene(self, index: int) -> list[tuple[int, float, float, float]]:
-        g = torch.Generator().manual_seed(self.base + index)
+        g = torch.Generator().manual_seed((self.base + index) % (1 << 32))
         return random_scene(g, self.max_shapes)
 
     def __getitem__(self, index):

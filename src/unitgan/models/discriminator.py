@@ -11,14 +11,14 @@ from unitgan.models.layers import ConvBlock, init_weights
 
 
 class PatchDiscriminator(nn.Module):
-    """``n_layers`` conv3x3 s2 layers (channels doubling, LeakyReLU) and a 1x1 conv to one score per patch."""
+    """``n_layers`` stride-2 conv layers (kernel 3 or 4) (channels doubling, LeakyReLU) and a 1x1 conv to one score per patch."""
 
-    def __init__(self, in_ch: int, ch: int, n_layers: int, norm: str, pad_type: str):
+    def __init__(self, in_ch: int, ch: int, n_layers: int, norm: str, pad_type: str, kernel: int = 3):
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(in_ch, ch, 3, 2, "none", "lrelu", pad_type)]
+        layers: list[nn.Module] = [ConvBlock(in_ch, ch, kernel, 2, "none", "lrelu", pad_type)]
         c = ch
         for _ in range(n_layers - 1):
-            layers.append(ConvBlock(c, 2 * c, 3, 2, norm, "lrelu", pad_type))
+            layers.append(ConvBlock(c, 2 * c, kernel, 2, norm, "lrelu", pad_type))
             c *= 2
         layers.append(nn.Conv2d(c, 1, 1))
         self.net = nn.Sequential(*layers)
@@ -33,7 +33,7 @@ class MultiScaleDiscriminator(nn.Module):
     def __init__(self, cfg: ModelConfig, in_ch: int):
         super().__init__()
         self.scales = nn.ModuleList(
-            PatchDiscriminator(in_ch, cfg.dis_ch, cfg.dis_n_layers, cfg.dis_norm, cfg.dis_pad_type)
+            PatchDiscriminator(in_ch, cfg.dis_ch, cfg.dis_n_layers, cfg.dis_norm, cfg.dis_pad_type, cfg.dis_kernel)
             for _ in range(cfg.dis_n_scales)
         )
         init_weights(self, cfg.init)

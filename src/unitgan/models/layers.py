@@ -59,7 +59,7 @@ class ConvBlock(nn.Sequential):
         activ: str = "lrelu",
         pad_type: str = "zero",
     ):
-        pad = kernel // 2
+        pad = (kernel - 1) // 2  # 'same' for odd kernels; halves the size exactly for k=4, s=2
         layers: list[nn.Module] = []
         if pad:
             layers.append(nn.ReflectionPad2d(pad) if pad_type == "reflect" else nn.ZeroPad2d(pad))
