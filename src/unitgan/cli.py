@@ -1,4 +1,4 @@
-"""Command line: ``unitgan train | translate | demo | export``. Only this module prints."""
+"""Command line: ``unitgan train | translate | demo | export | serve``. Only this module prints."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_translate(sub)
     _add_demo(sub)
     _add_export(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -131,11 +132,43 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a web page and an HTTP API that translate images")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a checkpoint file (.pt) or a run folder")
+    src.add_argument("--export", help="an export folder (from unitgan export)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-bytes", type=int, default=10 * 2**20, help="largest upload in bytes (default 10 MiB)")
+    p.add_argument("--max-pixels", type=int, default=2**20, help="most pixels per image (default 1024*1024)")
+    p.add_argument("--device", default="auto", help="torch device (checkpoints, TorchScript, safetensors)")
+
+
+def cmd_serve(args) -> int:
+    from unitgan.export import load_export
+    from unitgan.inference import Translator
+    from unitgan.serve import create_app, is_loopback, run
+
+    if args.max_bytes < 1 or args.max_pixels < 1:
+        raise UnitganError("--max-bytes and --max-pixels must be >= 1")
+    if args.checkpoint:
+        translator = Translator.from_checkpoint(resolve_checkpoint(args.checkpoint), args.device)
+    else:
+        translator = load_export(args.export, device=args.device)
+    app = create_app(translator, max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    if not is_loopback(args.host):
+        print(f"warning: serving on {args.host}: anyone who can reach it can use the model (no authentication)")
+    print(f"serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops")
+    run(app, args.host, args.port)
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "translate": cmd_translate,
     "demo": cmd_demo,
     "export": cmd_export,
+    "serve": cmd_serve,
 }
 
 
