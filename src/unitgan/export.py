@@ -263,7 +263,8 @@ def _manifest(
         "dynamic_axes": ["batch", "height", "width"],
         "size_rule": (
             f"height and width must be multiples of {size_multiple}: pad bottom/right by reflection "
-            "to the next multiple, translate, crop back (unitgan's loaders do this)"
+            f"to the next multiple, translate, crop back (unitgan's loaders do this); each side must be at "
+            f"least {size_multiple + 1} pixels"
         ),
         "parity_check": {"input_shape": f"[2, C_src, {check_hw[0]}, {check_hw[1]}]", "max_abs_diff": checks},
         "source": source or {},
