@@ -1,4 +1,4 @@
-"""Command line: ``unitgan train | translate | demo``. Only this module prints."""
+"""Command line: ``unitgan train | translate | demo | export | serve``. Only this module prints."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def _add_train(sub) -> None:
 def _add_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate images with a trained checkpoint")
     p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file (.pt) or a run folder")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file (.pt), a run folder or an export folder")
     p.add_argument("--direction", required=True, help="a2b or b2a")
+    p.add_argument("--engine", default="torch", choices=["torch", "onnx"], help="onnx: onnxruntime on the CPU")
     p.add_argument("--output", required=True, help="output folder (file names are kept, saved as PNG)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--size", type=int, default=0, help="resize inputs to SIZE x SIZE first (0 = keep size)")
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_translate(sub)
     _add_demo(sub)
+    _add_export(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -87,12 +90,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from unitgan.inference import Translator, check_direction
+    from unitgan.export import is_export_dir, open_translator
+    from unitgan.inference import check_direction
 
     check_direction(args.direction)
     if args.batch_size < 1:
         raise UnitganError(f"--batch-size must be >= 1, got {args.batch_size}")
-    translator = Translator.from_checkpoint(resolve_checkpoint(args.checkpoint), args.device, args.precision)
+    source = args.checkpoint if is_export_dir(args.checkpoint) else resolve_checkpoint(args.checkpoint)
+    translator = open_translator(source, args.engine, args.device, args.precision)
     written = translator.translate_files(
         args.inputs, args.output, args.direction, args.batch_size, args.size, overwrite=args.overwrite
     )
@@ -109,7 +114,62 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "demo": cmd_demo}
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the generators for use without unitgan (ONNX, TorchScript, safetensors)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file (.pt) or a run folder")
+    p.add_argument("--direction", default="both", choices=["a2b", "b2a", "both"])
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript", "safetensors"])
+    p.add_argument("--output", required=True, help="export folder (files per direction + export.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an export already in the folder")
+
+
+def cmd_export(args) -> int:
+    from unitgan.export import export_checkpoint
+
+    ckpt = resolve_checkpoint(args.checkpoint)
+    manifest = export_checkpoint(ckpt, args.output, args.direction, args.format, overwrite=args.overwrite)
+    print(f"exported {args.direction} from {ckpt} as {args.format} into {args.output} (see {manifest})")
+    return 0
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="serve a web page and an HTTP API that translate images")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a checkpoint file (.pt) or a run folder")
+    src.add_argument("--export", help="an export folder (from unitgan export)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-bytes", type=int, default=10 * 2**20, help="largest upload in bytes (default 10 MiB)")
+    p.add_argument("--max-pixels", type=int, default=2**20, help="most pixels per image (default 1024*1024)")
+    p.add_argument("--device", default="auto", help="torch device (checkpoints, TorchScript, safetensors)")
+
+
+def cmd_serve(args) -> int:
+    from unitgan.export import load_export
+    from unitgan.inference import Translator
+    from unitgan.serve import create_app, is_loopback, run
+
+    if args.max_bytes < 1 or args.max_pixels < 1:
+        raise UnitganError("--max-bytes and --max-pixels must be >= 1")
+    if args.checkpoint:
+        translator = Translator.from_checkpoint(resolve_checkpoint(args.checkpoint), args.device)
+    else:
+        translator = load_export(args.export, device=args.device)
+    app = create_app(translator, max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    if not is_loopback(args.host):
+        print(f"warning: serving on {args.host}: anyone who can reach it can use the model (no authentication)")
+    print(f"serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops")
+    run(app, args.host, args.port)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "translate": cmd_translate,
+    "demo": cmd_demo,
+    "export": cmd_export,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,70 @@
+"""Translation speed in images/s for both engines: PyTorch (Translator) and ONNX (onnxruntime, CPU).
+
+Without --checkpoint it times a freshly initialised generator of the ``demo`` preset (speed does not depend on
+the weights). Both engines get the same thread count; the ONNX model is exported to a temporary folder.
+
+    python benchmarks/engine_speed.py                      # 32x32, batch 8, 1 thread
+    python benchmarks/engine_speed.py --size 256 --batch-size 1 --checkpoint runs/unit
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+
+import torch
+
+from unitgan.config import load_config
+from unitgan.export import export_generator, generator_from_checkpoint, load_export
+from unitgan.inference import Translator
+from unitgan.models import UNITGenerator
+
+
+def images_per_second(translate, x: torch.Tensor, direction: str, seconds: float) -> float:
+    translate(x, direction)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - t0) < seconds or n < 3:
+        translate(x, direction)
+        n += 1
+    return n * x.shape[0] / elapsed
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="a checkpoint file (default: the demo architecture, random weights)")
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--direction", default="a2b", choices=["a2b", "b2a"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=3.0, help="time per engine")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if args.checkpoint:
+        gen, cfg, _ = generator_from_checkpoint(args.checkpoint)
+    else:
+        cfg = load_config("demo")
+        torch.manual_seed(0)
+        gen = UNITGenerator(cfg.model).eval()
+    channels = cfg.model.input_nc_a if args.direction == "a2b" else cfg.model.input_nc_b
+    x = torch.rand(args.batch_size, channels, args.size, args.size) * 2 - 1
+
+    torch_engine = Translator(gen, cfg, torch.device("cpu"))
+    with tempfile.TemporaryDirectory() as tmp:
+        export_generator(gen, cfg, tmp, args.direction, "onnx")
+        onnx_engine = load_export(tmp, threads=args.threads)
+    rows = [
+        ("torch", images_per_second(torch_engine.translate, x, args.direction, args.seconds)),
+        ("onnx", images_per_second(onnx_engine.translate, x, args.direction, args.seconds)),
+    ]
+    print(f"{args.direction}, {args.size}x{args.size}, batch {args.batch_size}, {args.threads} thread(s), CPU")
+    print("| engine | images/s |\n|---|---|")
+    for name, ips in rows:
+        print(f"| {name} | {ips:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
