@@ -138,3 +138,15 @@ def test_errors_have_no_traceback_in_a_real_process(tmp_path):
         "error: config key 'model.norm' must be one of instance, batch, layer, none; got 'group'"
     ]
     assert Path(tmp_path).is_dir()
+
+
+def test_translate_tiny_images(trained):
+    """Images no larger than the size multiple still translate, and keep their size."""
+    import torch
+
+    from unitgan.cli import resolve_checkpoint
+    from unitgan.inference import Translator
+
+    tr = Translator.from_checkpoint(resolve_checkpoint(str(trained)), device="cpu")
+    for h, w in [(1, 1), (3, 4), (4, 4), (5, 9)]:
+        assert tr.translate(torch.zeros(1, 1, h, w), "a2b").shape == (1, 3, h, w)

@@ -64,7 +64,8 @@ class Translator:
             raise UnitganError(f"input must be [N, {self.channels(src)}, H, W] for {direction}, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         m = self.gen.size_multiple
-        ph, pw = (-h) % m, (-w) % m
+        # pad to a multiple of m, and to at least 2m so the latent is 2x2 or more (instance norm needs > 1 value)
+        ph, pw = max((-h) % m, 2 * m - h), max((-w) % m, 2 * m - w)
         x = x.to(self.device)
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
