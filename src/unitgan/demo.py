@@ -13,6 +13,7 @@ import torch
 from unitgan.config import Config, load_config
 from unitgan.data import build_domain
 from unitgan.data.io import tensor_to_pil
+from unitgan.data.synthetic import render
 from unitgan.inference import Translator
 from unitgan.metrics import pixel_accuracy
 from unitgan.models import UNITGenerator
@@ -31,11 +32,14 @@ class DemoReport:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> direction -> accuracy
 
     def summary(self) -> str:
-        lines = [f"pixel accuracy on held-out scenes (threshold {THRESHOLD}), after {self.steps} steps:"]
-        lines.append(f"  {'':<22}{'A->B':>8}{'B->A':>8}")
-        lines.append(f"  {'UNIT (this run)':<22}{self.accuracy['a2b']:>8.3f}{self.accuracy['b2a']:>8.3f}")
-        for name, acc in self.baselines.items():
-            lines.append(f"  {name:<22}{acc['a2b']:>8.3f}{acc['b2a']:>8.3f}")
+        lines = [
+            f"pixel accuracy on held-out scenes (threshold {THRESHOLD}), after {self.steps} steps:",
+            f"  {'':<24}{'all pixels':>20}{'shape pixels':>20}",
+            f"  {'':<24}{'A->B':>10}{'B->A':>10}{'A->B':>10}{'B->A':>10}",
+        ]
+        for name, acc in {"UNIT (this run)": self.accuracy, **self.baselines}.items():
+            cells = "".join(f"{acc[k]:>10.3f}" for k in ("a2b", "b2a", "a2b_shapes", "b2a_shapes"))
+            lines.append(f"  {name:<24}{cells}")
         return "\n".join(lines)
 
 
@@ -45,23 +49,33 @@ def _test_pairs(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([ds_a[i] for i in range(len(ds_a))]), torch.stack([ds_b[i] for i in range(len(ds_b))])
 
 
+def _scores(pred: torch.Tensor, target: torch.Tensor, background: torch.Tensor) -> tuple[float, float]:
+    """Pixel accuracy over all pixels, and over the shape pixels only (where the target differs from the
+    empty background), so that a blank background cannot pass for a translation."""
+    right = (pred.float() - target).abs().div(2).le(THRESHOLD).all(dim=1)  # [N, H, W]
+    shapes = (target - background).abs().div(2).gt(THRESHOLD).any(dim=1)  # [N, H, W]
+    return float(pixel_accuracy(pred, target, THRESHOLD).mean()), float(right[shapes].float().mean())
+
+
 def evaluate_pairs(translator: Translator, x_a: torch.Tensor, x_b: torch.Tensor, batch: int = 50):
-    """Mean pixel accuracy both ways, and the translations."""
+    """Accuracies both ways (keys a2b, b2a, a2b_shapes, b2a_shapes) and the translations."""
     x_ab = torch.cat([translator.translate(x_a[i : i + batch], "a2b") for i in range(0, len(x_a), batch)])
     x_ba = torch.cat([translator.translate(x_b[i : i + batch], "b2a") for i in range(0, len(x_b), batch)])
-    acc = {
-        "a2b": float(pixel_accuracy(x_ab, x_b, THRESHOLD).mean()),
-        "b2a": float(pixel_accuracy(x_ba, x_a, THRESHOLD).mean()),
-    }
-    return acc, x_ab, x_ba
+    return _accuracies(x_ab, x_ba, x_a, x_b), x_ab, x_ba
+
+
+def _accuracies(x_ab, x_ba, x_a, x_b) -> dict[str, float]:
+    size = x_a.shape[-1]
+    bg_a, bg_b = render([], size, "sketch")[None], render([], size, "paint")[None]
+    acc = {}
+    acc["a2b"], acc["a2b_shapes"] = _scores(x_ab, x_b, bg_b)
+    acc["b2a"], acc["b2a_shapes"] = _scores(x_ba, x_a, bg_a)
+    return acc
 
 
 def _identity_baseline(x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, float]:
     """Copy the input as the answer (grey repeated to RGB, RGB averaged to grey)."""
-    return {
-        "a2b": float(pixel_accuracy(x_a.expand(-1, 3, -1, -1), x_b, THRESHOLD).mean()),
-        "b2a": float(pixel_accuracy(x_b.mean(1, keepdim=True), x_a, THRESHOLD).mean()),
-    }
+    return _accuracies(x_a.expand(-1, 3, -1, -1), x_b.mean(1, keepdim=True), x_a, x_b)
 
 
 def run_demo(out: Path, overrides: list[str] | None = None, progress: bool = True) -> DemoReport:
@@ -146,14 +160,18 @@ def write_page(out: Path, cfg: Config, x_a, x_b, x_ab, x_ba, acc, baselines, ste
     rows_html = []
     for direction, title in (("a2b", "A (sketch) &rarr; B (paint)"), ("b2a", "B (paint) &rarr; A (sketch)")):
         inp, tr, gt = cols[direction]
-        rows_html.append(f"<h2>{title}: pixel accuracy {acc[direction]:.3f}</h2><table>")
+        rows_html.append(
+            f"<h2>{title}: pixel accuracy {acc[direction]:.3f} (shape pixels {acc[direction + '_shapes']:.3f})</h2>"
+            "<table>"
+        )
         for label, imgs in (("input", inp), ("translation", tr), ("ground truth", gt)):
             cells = "".join(f'<td><img src="{html.escape(s)}" width="96"></td>' for s in imgs)
             rows_html.append(f"<tr><th>{label}</th>{cells}</tr>")
         rows_html.append("</table>")
-    base_rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{v['a2b']:.3f}</td><td>{v['b2a']:.3f}</td></tr>"
-        for k, v in baselines.items()
+    keys = ("a2b", "b2a", "a2b_shapes", "b2a_shapes")
+    score_rows = "".join(
+        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{v[k]:.3f}</td>" for k in keys) + "</tr>"
+        for name, v in {"UNIT (this run)": acc, **baselines}.items()
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>unitgan demo</title>
 <style>body{{font-family:sans-serif;margin:2em}} th{{text-align:right;padding-right:1em}}
@@ -161,9 +179,10 @@ img{{image-rendering:pixelated;border:1px solid #ccc}} table.s td,table.s th{{pa
 <h1>unitgan demo: synthetic sketch &harr; paint</h1>
 <p>UNIT trained for {steps} steps on unpaired synthetic scenes; scored on {len(x_a)} held-out scenes whose
 ground-truth translation is known. Pixel accuracy: fraction of pixels within {THRESHOLD} (on a 0-1 scale) of the
-ground truth in every channel.</p>
-<table class="s"><tr><th></th><th>A&rarr;B</th><th>B&rarr;A</th></tr>
-<tr><td><b>UNIT (this run)</b></td><td><b>{acc["a2b"]:.3f}</b></td><td><b>{acc["b2a"]:.3f}</b></td></tr>{base_rows}</table>
+ground truth in every channel; "shape pixels" counts only the pixels where the ground truth differs from the
+empty background, so a blank background cannot pass for a translation.</p>
+<table class="s"><tr><th></th><th colspan="2">all pixels</th><th colspan="2">shape pixels</th></tr>
+<tr><th></th><th>A&rarr;B</th><th>B&rarr;A</th><th>A&rarr;B</th><th>B&rarr;A</th></tr>{score_rows}</table>
 {"".join(rows_html)}
 {'<h2>Training losses</h2><img src="loss.png">' if has_curve else ""}
 </body></html>"""
