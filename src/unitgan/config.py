@@ -89,7 +89,7 @@ class DataConfig:
     a: str = ""  # arrays: domain A as an .npz path or a torchvision name (mnist, usps, svhn, fashionmnist)
     b: str = ""  # arrays: domain B, same forms
     download: bool = False  # arrays: let torchvision download a named data set (needs internet)
-    cache_dir: str = "~/.cache/unitgan"  # arrays: where torchvision data sets live
+    cache_dir: str = "~/.cache/unitgan"  # torchvision data sets; folder: cached file lists ("" = no cache)
     load_size: int = 0  # resize the shorter side to this before cropping (0 = no resize)
     crop_size: int = 256  # random crop (centre crop at test) to this square size
     flip: bool = True  # random horizontal flip while training
