@@ -63,6 +63,10 @@ class PathList(Sequence):
             raise IndexError(f"index {i} out of range for {n} files")
         return self.root / self.relative(i % n)
 
+    def path_str(self, i: int) -> str:
+        """Path i as a string (no Path object: pathlib of Python 3.11 interns every part it parses)."""
+        return os.path.join(self.root, self.relative(i))
+
     def __iter__(self) -> Iterator[Path]:
         return (self[i] for i in range(len(self)))
 
@@ -157,7 +161,7 @@ class FileIndex:
             t0, last = time.time(), time.time()
             for n, i in enumerate(todo):
                 try:
-                    self._sizes[i] = image_size(self.paths[int(i)])
+                    self._sizes[i] = image_size(self.paths.path_str(int(i)))
                 except UnitganError:
                     self._sizes[i] = _BAD
                 if time.time() - last > 10:
