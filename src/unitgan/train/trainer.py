@@ -7,6 +7,7 @@ the generator step are reused (detached) by the discriminator step, so the gener
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ from unitgan.config import Config
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import MultiScaleDiscriminator, UNITGenerator
 from unitgan.models.layers import ResBlock
+
+log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -157,6 +160,8 @@ class UNITTrainer(nn.Module):
         if ddp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            if "batch" in (cfg.model.norm, cfg.model.up_norm, cfg.model.dis_norm):
+                log.warning("batch norm under DDP: statistics come from each rank's own batch (per-rank batch size)")
             ids = [device.index] if device.type == "cuda" else None
             gen_phase, dis_phase = DDP(gen_phase, device_ids=ids), DDP(dis_phase, device_ids=ids)
         self._phases = {"gen": gen_phase, "dis": dis_phase}
