@@ -184,3 +184,26 @@ def test_torchrun_two_ranks_rank0_writes_and_resume_continues(tmp_path):
     assert len(list((run / "tb").iterdir())) == 2  # one event file per launch, both by rank 0
     assert sorted(p.name for p in (run / "images").iterdir()) == [f"translations_{s:09d}.png" for s in (2, 3, 4, 6)]
     assert [p.name for p in list_checkpoints(run)] == ["ckpt_000000003.pt", "ckpt_000000006.pt"]
+
+
+def test_torchrun_environment_and_device_choice(monkeypatch):
+    from unitgan.errors import UnitganError
+    from unitgan.train import distributed
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.env_world() == (0, 1, 0)
+    ctx = distributed.init(torch.device("cpu"), 0, 1, 0)  # one process: no process group, no-op helpers
+    assert not ctx.enabled and ctx.is_main and ctx.any(True) and ctx.gather(5) == [5]
+    assert ctx.mean({"x": 2.0}) == {"x": 2.0}
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.env_world() == (3, 4, 1)
+    assert distributed.pick_device("cpu", 1, 4) == torch.device("cpu")
+    with pytest.raises(UnitganError, match="CUDA GPUs or CPUs"):
+        distributed.pick_device("mps", 1, 4)
+    if torch.cuda.is_available():
+        with pytest.raises(UnitganError, match="local rank"):
+            distributed.pick_device("cuda:0", 1, 4)
+    assert len({distributed.rank_seed(0, r) for r in range(8)}) == 8 and distributed.rank_seed(7, 0) == 7

@@ -91,7 +91,12 @@ def cmd_train(args) -> int:
         return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"stopped at step {result.step}; checkpoint {result.checkpoint}")
-        print(f"to resume, run the same command again: unitgan train {args.config} {' '.join(args.overrides)}".rstrip())
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            print("to resume, run the same torchrun command again")
+        else:
+            print(
+                f"to resume, run the same command again: unitgan train {args.config} {' '.join(args.overrides)}".rstrip()
+            )
         return 130
     print(f"done: {result.step} steps, run folder {result.run_dir}, checkpoint {result.checkpoint}")
     return 0

@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -152,24 +153,36 @@ class FileIndex:
         index._save()
         return index
 
-    def sizes(self) -> np.ndarray:
-        """(width, height) of every file from its header, -1 where unreadable; read once, then cached."""
+    def sizes(self, threads: int = 8) -> np.ndarray:
+        """(width, height) of every file from its header, -1 where unreadable; read once, then cached.
+
+        Headers are read by ``threads`` threads: the time goes into opening files, which on network disks
+        is mostly waiting.
+        """
         todo = np.flatnonzero(self._sizes[:, 0] == _UNREAD)
         if len(todo):
             if len(todo) > 1000:
                 log.info("reading the headers of %d images in %s (once; cached)", len(todo), self.root)
             t0, last = time.time(), time.time()
-            for n, i in enumerate(todo):
-                try:
-                    self._sizes[i] = image_size(self.paths.path_str(int(i)))
-                except UnitganError:
-                    self._sizes[i] = _BAD
-                if time.time() - last > 10:
-                    log.info("  %d / %d headers read", n + 1, len(todo))
-                    last = time.time()
+            chunks = np.array_split(todo, max(1, len(todo) // 1000))
+            with ThreadPoolExecutor(max(1, min(threads, len(chunks)))) as pool:
+                for done, (chunk, sizes) in enumerate(zip(chunks, pool.map(self._read_sizes, chunks), strict=True)):
+                    self._sizes[chunk] = sizes
+                    if time.time() - last > 10:
+                        log.info("  %d / %d headers read", sum(len(c) for c in chunks[: done + 1]), len(todo))
+                        last = time.time()
             log.debug("read %d headers in %.1f s", len(todo), time.time() - t0)
             self._save()
         return self._sizes
+
+    def _read_sizes(self, indices: np.ndarray) -> np.ndarray:
+        out = np.full((len(indices), 2), _BAD, dtype=np.int32)
+        for j, i in enumerate(indices):
+            try:
+                out[j] = image_size(self.paths.path_str(int(i)))
+            except UnitganError:
+                pass
+        return out
 
     # -- the cache file ------------------------------------------------------------------------------------
 
