@@ -11,8 +11,10 @@ The multi-process tests are marked ``multiprocess``: ``-m "not multiprocess"`` s
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,29 +149,58 @@ def test_ranks_see_disjoint_samples_in_an_epoch():
     assert [next(it) for _ in range(6)] == [next(full) for _ in range(8)][2:]
 
 
-def _torchrun(out_dir: Path, steps: int, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun_cmd(out_dir: Path, steps: int) -> tuple[list[str], dict[str, str]]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    overrides = tiny_overrides(out_dir, **{"train.steps": steps, "train.ckpt_every": 3, "train.device": "cpu"})
+    overrides = tiny_overrides(out_dir, **{"train.steps": steps, "train.ckpt_every": 1000, "train.device": "cpu"})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv-backend", "c10d"]
-    cmd += ["--rdzv-endpoint", "localhost:0", "-m", "unitgan", "train", "demo", *overrides, *extra, "--no-progress"]
+    cmd += ["--rdzv-endpoint", "localhost:0", "-m", "unitgan", "train", "demo", *overrides, "--no-progress"]
+    return cmd, env
+
+
+def _torchrun(out_dir: Path, steps: int) -> subprocess.CompletedProcess:
+    cmd, env = _torchrun_cmd(out_dir, steps)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
 
+def _torchrun_until_sigterm(out_dir: Path, after_steps: int) -> str:
+    """Start a long 2-rank run, SIGTERM torchrun once ``after_steps`` steps are logged; its stdout."""
+    cmd, env = _torchrun_cmd(out_dir, 100_000)
+    metrics = out_dir / "metrics.jsonl"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= after_steps):
+            assert proc.poll() is None and time.time() < deadline, "the run ended or never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # as SLURM does before a time limit; torchrun passes it on
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return out
+
+
 @pytest.mark.multiprocess
-def test_torchrun_two_ranks_rank0_writes_and_resume_continues(tmp_path):
-    full = _torchrun(tmp_path / "full", 6)
-    assert full.stdout.count("done:") == 1  # rank 0 alone reports
+def test_torchrun_two_ranks_stopped_by_sigterm_resume_exactly_rank0_writes(tmp_path):
+    run = tmp_path / "stopped"
+    out = _torchrun_until_sigterm(run, after_steps=2)
+    saved = list_checkpoints(run)
+    assert len(saved) == 1, out  # both ranks stopped at the same step, and rank 0 wrote one checkpoint
+    stop = load_checkpoint(saved[0])["step"]
+    assert out.count(f"stopped at step {stop}") == 1, out  # rank 0 alone reports
+
+    end = stop + 2
+    resumed = _torchrun(run, end)
+    assert f"resuming from {saved[0]} (step {stop})" in resumed.stderr
+    assert resumed.stdout.count("done:") == 1 and f"done: {end} steps" in resumed.stdout
+    full = _torchrun(tmp_path / "full", end)  # the same run, never stopped
     assert "batch 4 per domain = 2 per rank x 2 rank(s)" in full.stderr
-    part = _torchrun(tmp_path / "part", 3)
-    assert "done: 3 steps" in part.stdout
-    resumed = _torchrun(tmp_path / "part", 6)
-    assert "resuming from" in resumed.stderr and "done: 6 steps" in resumed.stdout
 
     a = load_checkpoint(list_checkpoints(tmp_path / "full")[-1])
-    b = load_checkpoint(list_checkpoints(tmp_path / "part")[-1])
-    assert a["step"] == b["step"] == 6
+    b = load_checkpoint(list_checkpoints(run)[-1])
+    assert a["step"] == b["step"] == end
     for section in ("gen", "dis_a", "dis_b"):
         for k in a[section]:
             assert torch.equal(a[section][k], b[section][k]), (section, k)
@@ -177,13 +208,13 @@ def test_torchrun_two_ranks_rank0_writes_and_resume_continues(tmp_path):
         assert torch.equal(ra["torch"], rb["torch"])
     assert not torch.equal(a["rng_ranks"][0]["torch"], a["rng_ranks"][1]["torch"])
 
-    # one writer: every step logged once, one TensorBoard file, one grid per image step
-    run = tmp_path / "part"
+    # one writer: every step logged once, one TensorBoard file per launch, one grid per image step
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4, 5, 6]
-    assert len(list((run / "tb").iterdir())) == 2  # one event file per launch, both by rank 0
-    assert sorted(p.name for p in (run / "images").iterdir()) == [f"translations_{s:09d}.png" for s in (2, 3, 4, 6)]
-    assert [p.name for p in list_checkpoints(run)] == ["ckpt_000000003.pt", "ckpt_000000006.pt"]
+    assert steps == list(range(1, end + 1))
+    assert len(list((run / "tb").iterdir())) == 2
+    grids = sorted(p.name for p in (run / "images").iterdir())
+    assert grids == [f"translations_{s:09d}.png" for s in sorted({*range(2, end + 1, 2), end})]
+    assert [p.name for p in list_checkpoints(run)] == [f"ckpt_{stop:09d}.pt", f"ckpt_{end:09d}.pt"]
 
 
 def test_torchrun_environment_and_device_choice(monkeypatch):
