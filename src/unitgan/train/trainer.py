@@ -2,6 +2,9 @@
 
 A step is one encoder/generator update followed by one discriminator update. The translations computed for
 the generator step are reused (detached) by the discriminator step, so the generators run once per step.
+Each phase is a module whose ``forward()`` returns its loss (``GenPhase``, ``DisPhase``), so that under
+torchrun DistributedDataParallel can wrap it: DDP averages the gradients of the parameters of the module
+whose ``forward()`` it hooks. ``train.accumulate`` splits a step into micro-batches.
 """
 
 from __future__ import annotations
