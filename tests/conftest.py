@@ -72,5 +72,12 @@ def image_root(tmp_path: Path) -> Path:
 def folder_overrides(root: Path, out_dir: Path, **extra) -> list[str]:
     return tiny_overrides(
         out_dir,
-        **{"data.source": "folder", "data.root": str(root), "data.crop_size": 16, "data.load_size": 0, **extra},
+        **{
+            "data.source": "folder",
+            "data.root": str(root),
+            "data.crop_size": 16,
+            "data.load_size": 0,
+            "data.cache_dir": str(Path(out_dir) / "cache"),  # file-list caches stay out of the home folder
+            **extra,
+        },
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def resolve_checkpoint(path: str) -> Path:
     """A checkpoint file, or a run folder (its newest checkpoint)."""
     from unitgan.train.checkpoint import list_checkpoints
@@ -81,9 +90,16 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     result = train(cfg, progress=not args.no_progress)
+    if _rank() != 0:  # under torchrun, rank 0 alone reports
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"stopped at step {result.step}; checkpoint {result.checkpoint}")
-        print(f"to resume, run the same command again: unitgan train {args.config} {' '.join(args.overrides)}".rstrip())
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            print("to resume, run the same torchrun command again")
+        else:
+            print(
+                f"to resume, run the same command again: unitgan train {args.config} {' '.join(args.overrides)}".rstrip()
+            )
         return 130
     print(f"done: {result.step} steps, run folder {result.run_dir}, checkpoint {result.checkpoint}")
     return 0
@@ -180,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(  # under torchrun only rank 0 logs below warnings
+        level=logging.DEBUG if args.verbose else logging.INFO if _rank() == 0 else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )

@@ -89,7 +89,7 @@ class DataConfig:
     a: str = ""  # arrays: domain A as an .npz path or a torchvision name (mnist, usps, svhn, fashionmnist)
     b: str = ""  # arrays: domain B, same forms
     download: bool = False  # arrays: let torchvision download a named data set (needs internet)
-    cache_dir: str = "~/.cache/unitgan"  # arrays: where torchvision data sets live
+    cache_dir: str = "~/.cache/unitgan"  # torchvision data sets; folder: cached file lists ("" = no cache)
     load_size: int = 0  # resize the shorter side to this before cropping (0 = no resize)
     crop_size: int = 256  # random crop (centre crop at test) to this square size
     flip: bool = True  # random horizontal flip while training
@@ -119,6 +119,8 @@ class TrainConfig:
     image_every: int = 5_000  # write an image grid every N steps
     image_rows: int = 4  # images per domain in the grid
     threads: int = 0  # CPU threads for torch (0 = torch's default)
+    accumulate: int = 1  # micro-batches per step: gradients of K batches summed (global batch x K), DDP sync once
+    activation_checkpointing: bool = False  # recompute residual-block activations in backward (large images)
 
 
 @dataclass
@@ -154,6 +156,7 @@ class Config:
             ("train.keep_last", self.train.keep_last),
             ("train.log_every", self.train.log_every),
             ("train.image_every", self.train.image_every),
+            ("train.accumulate", self.train.accumulate),
         ]:
             _check(value >= 1, key, f"must be >= 1, got {value}")
         for key, value in [

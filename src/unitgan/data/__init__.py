@@ -42,7 +42,9 @@ def build_domain(cfg: Config, domain: str, split: str = "train", return_labels: 
     folder = Path(d.root).expanduser() / f"{split}{domain.upper()}"
     if not Path(d.root).expanduser().is_dir():
         raise UnitganError(f"data root '{d.root}' does not exist (expected trainA/ trainB/ testA/ testB/ inside)")
-    return ImageFolderDomain(folder, channels, d.crop_size, d.load_size, train, d.flip, d.bad_images)
+    return ImageFolderDomain(
+        folder, channels, d.crop_size, d.load_size, train, d.flip, d.bad_images, cache_dir=d.cache_dir or None
+    )
 
 
 def build_loader(

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from unitgan.data.io import image_size, list_images, load_image, pil_to_tensor
+from unitgan.data.filelist import FileIndex
+from unitgan.data.io import image_size, load_image, pil_to_tensor
 from unitgan.data.transforms import augment
 from unitgan.errors import UnitganError
 
@@ -40,12 +41,14 @@ class ImageFolderDomain(Dataset):
         flip: bool = True,
         bad_images: str = "error",
         check_sizes: bool = True,
+        cache_dir: str | Path | None = None,  # where the file list and image sizes are cached (None = not)
     ):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise UnitganError(f"image folder '{self.folder}' does not exist")
-        self.files = list_images(self.folder)
-        if not self.files:
+        self.index = FileIndex.load_or_scan(self.folder, cache_dir)
+        self.files = self.index.paths  # a compact PathList: memory stays flat with 100k+ files
+        if not len(self.files):
             raise UnitganError(f"image folder '{self.folder}' holds no images (.png .jpg .jpeg .webp .bmp .tif)")
         self.channels, self.crop_size, self.load_size = channels, crop_size, load_size
         self.train, self.flip, self.bad_images = train, flip, bad_images
@@ -54,11 +57,14 @@ class ImageFolderDomain(Dataset):
             self._check_headers()
 
     def _check_headers(self) -> None:
-        """Read each header once: unreadable files and images smaller than the crop fail (or are skipped)."""
-        good = []
-        for path in self.files:
+        """Read each header once (cached): unreadable files and images smaller than the crop fail (or are skipped)."""
+        sizes = self.index.sizes()  # [N, 2] (w, h), -1 where unreadable
+        suspect = (sizes[:, 0] < 0) | ((sizes.min(1) < self.crop_size) if not self.load_size else False)
+        good = np.ones(len(self.files), dtype=bool)
+        for i in np.flatnonzero(suspect):
+            path = self.files[int(i)]
             try:
-                w, h = image_size(path)
+                w, h = image_size(path) if sizes[i, 0] < 0 else sizes[i]  # re-read: raises the precise error
                 if not self.load_size and min(w, h) < self.crop_size:
                     raise UnitganError(
                         f"image '{path}' is {w}x{h}, smaller than data.crop_size={self.crop_size} "
@@ -69,11 +75,11 @@ class ImageFolderDomain(Dataset):
                     raise
                 log.warning("skipping %s", e)
                 self.skipped.add(path)
-                continue
-            good.append(path)
-        if not good:
+                good[i] = False
+        if not good.any():
             raise UnitganError(f"image folder '{self.folder}' holds no usable images")
-        self.files = good
+        if not good.all():
+            self.files = self.files.subset(np.flatnonzero(good))
 
     def __len__(self) -> int:
         return len(self.files)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class LayerNorm2d(nn.Module):
@@ -92,7 +93,13 @@ class UpBlock(nn.Sequential):
 
 
 class ResBlock(nn.Module):
-    """x + conv3x3(norm, activ) -> conv3x3(norm). Channels and size are kept."""
+    """x + conv3x3(norm, activ) -> conv3x3(norm). Channels and size are kept.
+
+    With ``checkpointing = True`` (``train.activation_checkpointing``) the body's activations are not kept
+    for backward but recomputed: less memory for large images, about one more forward of the block.
+    """
+
+    checkpointing: bool = False
 
     def __init__(self, ch: int, norm: str, activ: str, pad_type: str):
         super().__init__()
@@ -102,6 +109,8 @@ class ResBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W]
+        if self.checkpointing and torch.is_grad_enabled():
+            return x + checkpoint(self.body, x, use_reentrant=False)
         return x + self.body(x)
 
 

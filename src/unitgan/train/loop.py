@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 from unitgan.config import Config, save_config
 from unitgan.data import build_domain, build_loader
 from unitgan.errors import UnitganError
-from unitgan.train.checkpoint import load_latest, save_checkpoint
+from unitgan.train import distributed
+from unitgan.train.checkpoint import checkpoint_dir, load_latest, save_checkpoint
 from unitgan.train.logger import RunLogger
-from unitgan.train.trainer import UNITTrainer, resolve_device
+from unitgan.train.trainer import UNITTrainer
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,17 @@ def _cycle(loader):
 
 
 def train(cfg: Config, progress: bool = True) -> TrainResult:
-    """Train (or resume) the run described by ``cfg``."""
+    """Train (or resume) the run described by ``cfg``; under torchrun, as one rank of a DDP job."""
+    rank, world_size, local_rank = distributed.env_world()
+    device = distributed.pick_device(cfg.train.device, local_rank, world_size)
+    dctx = distributed.init(device, rank, world_size, local_rank)
+    try:
+        return _train(cfg, progress and dctx.is_main, dctx, device)
+    finally:
+        dctx.close()
+
+
+def _train(cfg: Config, progress: bool, dctx: distributed.DistContext, device: torch.device) -> TrainResult:
     tc = cfg.train
     run_dir = Path(tc.out_dir).expanduser()
     try:
@@ -103,40 +114,52 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
         torch.set_num_threads(tc.threads)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device = resolve_device(tc.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not tc.deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
     torch.manual_seed(tc.seed)
-    trainer = UNITTrainer(cfg, device)
-    state = load_latest(run_dir, map_location=device)
+    trainer = UNITTrainer(cfg, device, ddp=dctx.enabled)  # DDP copies rank 0's initial weights to all ranks
+    if dctx.enabled:
+        torch.manual_seed(distributed.rank_seed(tc.seed, dctx.rank))  # each rank draws its own latent noise
+    state = load_latest(run_dir, map_location=device)  # every rank resumes from the same checkpoint
     step = 0
     if state is not None:
         check_resumable(state["config"], cfg, state["_path"])
         trainer.load_state(state)
         step = int(state["step"])
         log.info("resuming from %s (step %d)", state["_path"], step)
-    save_config(cfg, run_dir / "config.yaml")
+    if len(set(steps := dctx.gather(step))) > 1:
+        raise UnitganError(f"ranks found different checkpoints (steps {steps}): put train.out_dir on a shared disk")
+    if dctx.is_main:
+        save_config(cfg, run_dir / "config.yaml")
 
+    # rank 0 builds the data sets first (and writes file-list caches); the others wait, then read them
+    if not dctx.is_main:
+        dctx.barrier()
     ds_a, ds_b = build_domain(cfg, "a", "train"), build_domain(cfg, "b", "train")
-    bs = cfg.data.batch_size
-    loader_a = build_loader(cfg, ds_a, seed=tc.seed * 2 + 0, start=step * bs, device=device)
-    loader_b = build_loader(cfg, ds_b, seed=tc.seed * 2 + 1, start=step * bs, device=device)
-    fixed_a, fixed_b = _fixed_batch(cfg, ds_a, ds_b)
+    if dctx.is_main:
+        dctx.barrier()
+    bs, k, r, w = cfg.data.batch_size, tc.accumulate, dctx.rank, dctx.world_size
+    loader_a = build_loader(cfg, ds_a, seed=tc.seed * 2 + 0, start=step * bs * k, rank=r, world_size=w, device=device)
+    loader_b = build_loader(cfg, ds_b, seed=tc.seed * 2 + 1, start=step * bs * k, rank=r, world_size=w, device=device)
+    fixed_a, fixed_b = _fixed_batch(cfg, ds_a, ds_b) if dctx.is_main else (None, None)
 
-    logger = RunLogger(run_dir)
+    logger = RunLogger(run_dir, enabled=dctx.is_main)
     # restore the noise RNG last, so nothing above (model init, loaders) shifts it
     if state is not None:
-        _set_rng(state["rng"], device)
+        _resume_rng(state, dctx, device, tc.seed + step)
     log.info(
-        "training %s on %s: %d -> %d steps, batch %d per domain, run folder %s",
-        "UNIT",
+        "training UNIT on %s: %d -> %d steps, batch %d per domain = %d per rank x %d rank(s) x %d accumulated, "
+        "run folder %s",
         device,
         step,
         tc.steps,
+        bs * w * k,
         bs,
+        w,
+        k,
         run_dir,
     )
     last_ckpt: Path | None = None
@@ -147,12 +170,14 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
     with _StopFlag() as stop:
         try:
             while step < tc.steps:
-                x_a, x_b = next(it_a), next(it_b)
-                stats = trainer.train_step(x_a, x_b)
+                if k == 1:
+                    stats = trainer.train_step(next(it_a), next(it_b))
+                else:
+                    stats = trainer.train_step([next(it_a) for _ in range(k)], [next(it_b) for _ in range(k)])
                 step += 1
                 bar.update(1)
                 if step % tc.log_every == 0 or step == tc.steps:
-                    values = {k: float(v) for k, v in stats.items()}
+                    values = dctx.mean({name: float(v) for name, v in stats.items()})  # over ranks
                     _check_finite(values, step)
                     values["lr"] = trainer.opt_gen.param_groups[0]["lr"]
                     values["steps_per_s"] = (step - step0) / max(time.time() - t0, 1e-9)
@@ -162,11 +187,12 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
                         d=f"{values['loss_d']:.3g}",
                         rec=f"{(values['recon_a'] + values['recon_b']) / 2:.3g}",
                     )
-                if step % tc.image_every == 0 or step == tc.steps:
+                if dctx.is_main and (step % tc.image_every == 0 or step == tc.steps):
                     logger.images(step, trainer.sample_rows(fixed_a, fixed_b), "translations")
                 if step % tc.ckpt_every == 0 or step == tc.steps:
-                    last_ckpt = _save(trainer, cfg, step, run_dir, stats, device)
-                if stop.signum is not None:
+                    last_ckpt = _save(trainer, cfg, step, run_dir, stats, device, dctx)
+                if dctx.any(stop.signum is not None):  # all ranks stop at the same step
+                    stop.signum = stop.signum or signal.SIGTERM
                     break
         except KeyboardInterrupt:
             stop.signum = signal.SIGINT
@@ -175,9 +201,10 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
         interrupted = stop.signum is not None and step < tc.steps
         if interrupted:
             if last_ckpt is None or not last_ckpt.name.endswith(f"{step:09d}.pt"):
-                last_ckpt = _save(trainer, cfg, step, run_dir, stats, device)
+                last_ckpt = _save(trainer, cfg, step, run_dir, stats, device, dctx)
             log.info("stopped by signal %d at step %d; checkpoint %s", stop.signum, step, last_ckpt)
     logger.close()
+    dctx.barrier()  # rank 0's last checkpoint exists before any rank returns
     return TrainResult(run_dir, step, last_ckpt, interrupted)
 
 
@@ -188,12 +215,30 @@ def _check_finite(values: dict[str, float], step: int) -> None:
         raise UnitganError(f"non-finite loss at step {step}: {terms}; no checkpoint was written for this step")
 
 
-def _save(trainer: UNITTrainer, cfg: Config, step: int, run_dir: Path, stats: dict, device) -> Path:
+def _save(trainer: UNITTrainer, cfg: Config, step: int, run_dir: Path, stats: dict, device, dctx) -> Path:
+    """Called on every rank (their RNG states are gathered); rank 0 writes, the others get its path."""
     if stats:
         _check_finite({k: float(v) for k, v in stats.items()}, step)
+    rngs = dctx.gather(_get_rng(device))
+    if not dctx.is_main:
+        return checkpoint_dir(run_dir) / f"ckpt_{step:09d}.pt"
     state = trainer.state()
-    state.update(step=step, config=cfg.to_dict(), rng=_get_rng(device))
+    state.update(step=step, config=cfg.to_dict(), rng=rngs[0])
+    if dctx.enabled:
+        state["rng_ranks"] = rngs  # each rank's latent-noise stream continues exactly on resume
     return save_checkpoint(state, run_dir, cfg.train.keep_last)
+
+
+def _resume_rng(state: dict, dctx: distributed.DistContext, device: torch.device, seed: int) -> None:
+    rngs = state.get("rng_ranks")
+    if not dctx.enabled:
+        _set_rng(state["rng"], device)
+    elif rngs is not None and len(rngs) == dctx.world_size:
+        _set_rng(rngs[dctx.rank], device)
+    else:
+        if dctx.is_main:
+            log.warning("checkpoint written by another number of processes: latent noise is reseeded per rank")
+        torch.manual_seed(distributed.rank_seed(seed, dctx.rank))
 
 
 def _get_rng(device: torch.device) -> dict:
