@@ -99,6 +99,7 @@ class DataConfig:
     bad_images: Literal["error", "skip"] = "error"  # unreadable images: stop naming the file, or skip
     synthetic_train: int = 20_000  # synthetic: scenes per domain in the training split
     synthetic_test: int = 200  # synthetic: held-out scenes (rendered in both styles)
+    synthetic_palette: Literal["single", "kind"] = "single"  # synthetic B: one colour, or a colour per shape kind
 
 
 @dataclass

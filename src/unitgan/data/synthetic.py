@@ -3,9 +3,10 @@
 A scene is a few shapes (circle, square, triangle) with positions and sizes. It is rendered in two styles:
 
 - domain A, "sketch": one grey channel, black outlines on a white background;
-- domain B, "paint": colour, each shape filled with the colour of its kind (circle red, square green,
-  triangle blue) and shaded from top-left to bottom-right, over a beige background with a fixed stripe
-  texture.
+- domain B, "paint": colour, each shape filled and shaded from top-left to bottom-right, over a beige
+  background with a fixed stripe texture. With ``palette='single'`` (the default) every shape is painted
+  red; with ``palette='kind'`` the colour depends on the shape's kind (circle red, square green, triangle
+  blue), a much harder, semantic mapping that an unsupervised model learns slowly.
 
 Training scenes of A and B are drawn independently (unpaired); the test split renders the *same* scenes in
 both styles, so ``test A[i]`` translated to B can be compared with ``test B[i]`` pixel by pixel.
@@ -20,6 +21,7 @@ from torch.utils.data import Dataset
 
 KINDS = ("circle", "square", "triangle")
 PAINT = torch.tensor([[0.85, 0.15, 0.15], [0.15, 0.70, 0.20], [0.15, 0.30, 0.90]])  # per kind, RGB in [0, 1]
+PALETTES = ("single", "kind")
 BACKGROUND = torch.tensor([0.93, 0.87, 0.74])
 _SUPERSAMPLE = 3
 
@@ -51,7 +53,9 @@ def _sdf(kind: int, x: torch.Tensor, y: torch.Tensor, r: float) -> torch.Tensor:
     return torch.stack([x * nx + yy * ny - d for nx, ny in n]).amax(0)
 
 
-def render(scene: list[tuple[int, float, float, float]], size: int, style: str) -> torch.Tensor:
+def render(
+    scene: list[tuple[int, float, float, float]], size: int, style: str, palette: str = "single"
+) -> torch.Tensor:
     """Render a scene as 'sketch' [1, S, S] or 'paint' [3, S, S], values in [-1, 1]."""
     s = size * _SUPERSAMPLE
     coords = (torch.arange(s, dtype=torch.float32) + 0.5) / s
@@ -69,7 +73,7 @@ def render(scene: list[tuple[int, float, float, float]], size: int, style: str) 
         for kind, cx, cy, r in scene:
             d = _sdf(kind, x - cx, y - cy, r)
             shade = 1.15 - 0.35 * ((x - cx) + (y - cy) + 2 * r) / (4 * r)  # light from the top left
-            colour = (PAINT[kind].view(3, 1, 1) * shade).clamp(0, 1)
+            colour = (PAINT[kind if palette == "kind" else 0].view(3, 1, 1) * shade).clamp(0, 1)
             inside = (d < 0).expand(3, s, s)
             img[inside] = colour[inside]
     else:
@@ -82,12 +86,22 @@ class SyntheticDomain(Dataset):
     """One domain of the synthetic pair. ``split='train'`` scenes differ between A and B (unpaired);
     ``split='test'`` scenes are the same for both domains (index i of A and of B is one scene)."""
 
-    def __init__(self, domain: str, split: str, size: int, length: int, seed: int = 0, max_shapes: int = 2):
+    def __init__(
+        self,
+        domain: str,
+        split: str,
+        size: int,
+        length: int,
+        seed: int = 0,
+        max_shapes: int = 2,
+        palette: str = "single",
+    ):
         self.style = "sketch" if domain == "a" else "paint"
         self.channels = 1 if domain == "a" else 3
         self.size = size
         self.length = length
         self.max_shapes = max_shapes
+        self.palette = palette
         # scene seeds: train A, train B and test live in disjoint ranges of 2^29 scenes each. torch's CPU
         # generator keeps only the low 32 bits of a seed, so everything stays below 2^32.
         if length > 1 << 29:
@@ -104,8 +118,8 @@ class SyntheticDomain(Dataset):
 
     def __getitem__(self, index):
         index = index[0] if isinstance(index, tuple) else index  # no augmentation: scenes are random already
-        return render(self.scene(index), self.size, self.style)
+        return render(self.scene(index), self.size, self.style, self.palette)
 
     def ground_truth(self, index: int, other_domain: str) -> torch.Tensor:
         """The same scene rendered in the other domain's style."""
-        return render(self.scene(index), self.size, "sketch" if other_domain == "a" else "paint")
+        return render(self.scene(index), self.size, "sketch" if other_domain == "a" else "paint", self.palette)
