@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class TrainConfig:
     image_every: int = 5_000  # write an image grid every N steps
     image_rows: int = 4  # images per domain in the grid
     threads: int = 0  # CPU threads for torch (0 = torch's default)
+    nonfinite: Literal["error", "skip"] = "error"  # NaN/inf loss: stop naming step and terms, or skip the step
 
 
 @dataclass
@@ -350,4 +352,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the config as YAML; atomically (temp file + rename), so a kill never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.replace(tmp, path)

@@ -112,13 +112,16 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
     torch.manual_seed(tc.seed)
     trainer = UNITTrainer(cfg, device)
     state = load_latest(run_dir, map_location=device)
-    step = 0
+    step, skipped = 0, 0
     if state is not None:
-        check_resumable(state["config"], cfg, state["_path"])
-        trainer.load_state(state)
+        _restore(trainer, state, cfg)
         step = int(state["step"])
+        skipped = int(state.get("nonfinite_skipped", 0))
         log.info("resuming from %s (step %d)", state["_path"], step)
-    save_config(cfg, run_dir / "config.yaml")
+    try:
+        save_config(cfg, run_dir / "config.yaml")
+    except OSError as e:
+        raise UnitganError(f"run folder '{run_dir}' is not writable: {e.strerror or e}") from None
 
     ds_a, ds_b = build_domain(cfg, "a", "train"), build_domain(cfg, "b", "train")
     bs = cfg.data.batch_size
@@ -126,7 +129,7 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
     loader_b = build_loader(cfg, ds_b, seed=tc.seed * 2 + 1, start=step * bs, device=device)
     fixed_a, fixed_b = _fixed_batch(cfg, ds_a, ds_b)
 
-    logger = RunLogger(run_dir)
+    logger = RunLogger(run_dir, start_step=step)
     # restore the noise RNG last, so nothing above (model init, loaders) shifts it
     if state is not None:
         _set_rng(state["rng"], device)
@@ -143,7 +146,7 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
     it_a, it_b = iter(_cycle(loader_a)), iter(_cycle(loader_b))
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, unit="step")
     t0, step0 = time.time(), step
-    stats: dict[str, torch.Tensor] = {}
+    watch = _NonFiniteWatch(device)
     with _StopFlag() as stop:
         try:
             while step < tc.steps:
@@ -151,48 +154,131 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
                 stats = trainer.train_step(x_a, x_b)
                 step += 1
                 bar.update(1)
+                if trainer.last_skipped:
+                    skipped += 1
+                    log.warning(
+                        "step %d: non-finite loss (%s); update skipped (%d skipped so far)",
+                        step,
+                        _bad_terms({k: float(v) for k, v in stats.items()}),
+                        skipped,
+                    )
+                else:
+                    watch.update(step, stats)
                 if step % tc.log_every == 0 or step == tc.steps:
+                    watch.check()
                     values = {k: float(v) for k, v in stats.items()}
-                    _check_finite(values, step)
+                    if trainer.last_skipped:  # keep metrics.jsonl valid JSON: no NaN values
+                        values = {k: v for k, v in values.items() if math.isfinite(v)}
+                    if tc.nonfinite == "skip":
+                        values["nonfinite_skipped"] = skipped
+                    if cfg.data.bad_images == "skip":
+                        values["bad_images_skipped"] = _bad_image_count(ds_a, ds_b)
                     values["lr"] = trainer.opt_gen.param_groups[0]["lr"]
                     values["steps_per_s"] = (step - step0) / max(time.time() - t0, 1e-9)
                     logger.scalars(step, values)
-                    bar.set_postfix(
-                        g=f"{values['loss_g']:.3g}",
-                        d=f"{values['loss_d']:.3g}",
-                        rec=f"{(values['recon_a'] + values['recon_b']) / 2:.3g}",
-                    )
+                    if "loss_g" in values:
+                        bar.set_postfix(
+                            g=f"{values['loss_g']:.3g}",
+                            d=f"{values['loss_d']:.3g}",
+                            rec=f"{(values['recon_a'] + values['recon_b']) / 2:.3g}",
+                        )
                 if step % tc.image_every == 0 or step == tc.steps:
                     logger.images(step, trainer.sample_rows(fixed_a, fixed_b), "translations")
                 if step % tc.ckpt_every == 0 or step == tc.steps:
-                    last_ckpt = _save(trainer, cfg, step, run_dir, stats, device)
+                    last_ckpt = _save(trainer, cfg, step, run_dir, watch, skipped, device)
                 if stop.signum is not None:
                     break
         except KeyboardInterrupt:
             stop.signum = signal.SIGINT
         finally:
             bar.close()
+            logger.close()
         interrupted = stop.signum is not None and step < tc.steps
         if interrupted:
             if last_ckpt is None or not last_ckpt.name.endswith(f"{step:09d}.pt"):
-                last_ckpt = _save(trainer, cfg, step, run_dir, stats, device)
+                last_ckpt = _save(trainer, cfg, step, run_dir, watch, skipped, device)
             log.info("stopped by signal %d at step %d; checkpoint %s", stop.signum, step, last_ckpt)
-    logger.close()
+    if skipped:
+        log.warning("%d of %d steps had a non-finite loss and were skipped (train.nonfinite=skip)", skipped, step)
+    bad = _bad_image_count(ds_a, ds_b)
+    if bad:
+        log.warning("%d unreadable image(s) were skipped (data.bad_images=skip)", bad)
     return TrainResult(run_dir, step, last_ckpt, interrupted)
 
 
-def _check_finite(values: dict[str, float], step: int) -> None:
-    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-    if bad:
-        terms = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise UnitganError(f"non-finite loss at step {step}: {terms}; no checkpoint was written for this step")
+def _restore(trainer: UNITTrainer, state: dict, cfg: Config) -> None:
+    """Load a training checkpoint into ``trainer``, or say clearly why it cannot be resumed."""
+    path = state["_path"]
+    missing = [k for k in ("step", "rng", "dis_a", "dis_b", "opt_gen", "opt_dis") if k not in state]
+    if missing:
+        raise UnitganError(f"checkpoint '{path}' is not a training checkpoint (no {', '.join(missing)})")
+    check_resumable(state["config"], cfg, path)
+    try:
+        trainer.load_state(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnitganError(f"checkpoint '{path}' does not match its config: {first}") from None
 
 
-def _save(trainer: UNITTrainer, cfg: Config, step: int, run_dir: Path, stats: dict, device) -> Path:
-    if stats:
-        _check_finite({k: float(v) for k, v in stats.items()}, step)
+def _bad_image_count(*datasets) -> int:
+    return sum(getattr(ds, "bad_count", 0) for ds in datasets)
+
+
+def _bad_terms(values: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+
+
+class _NonFiniteWatch:
+    """Remembers the first step whose losses were not all finite (``train.nonfinite=error``).
+
+    On the CPU each step is checked at once. On an accelerator the check stays on the device (no host sync
+    per step) and is read at log and checkpoint steps, so the error still names the first bad step and its
+    terms, and no checkpoint is written after it.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.eager = device.type == "cpu"
+        self.first_step: torch.Tensor | None = None  # 0 = none yet
+        self.first_values: torch.Tensor | None = None
+        self.names: list[str] = []
+
+    def update(self, step: int, stats: dict[str, torch.Tensor]) -> None:
+        if self.eager:
+            values = {k: float(v) for k, v in stats.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise _nonfinite_error(step, _bad_terms(values))
+            return
+        v = torch.stack([t.float() for t in stats.values()])
+        if self.first_step is None:
+            self.names = list(stats)
+            self.first_step = torch.zeros((), dtype=torch.long, device=v.device)
+            self.first_values = torch.zeros_like(v)
+        new = (self.first_step == 0) & ~torch.isfinite(v).all()
+        self.first_step = torch.where(new, torch.tensor(step, device=v.device), self.first_step)
+        self.first_values = torch.where(new, v, self.first_values)
+
+    def check(self) -> None:
+        if self.first_step is not None and int(self.first_step) != 0:
+            values = dict(zip(self.names, self.first_values.tolist(), strict=True))
+            raise _nonfinite_error(int(self.first_step), _bad_terms(values))
+
+
+def _nonfinite_error(step: int, terms: str) -> UnitganError:
+    return UnitganError(
+        f"non-finite loss at step {step}: {terms}; stopped without writing a checkpoint after it "
+        f"(set train.nonfinite=skip to skip such steps, or lower optim.lr)"
+    )
+
+
+def _save(trainer: UNITTrainer, cfg: Config, step: int, run_dir: Path, watch, skipped: int, device) -> Path:
+    watch.check()
+    if not trainer.weights_finite():
+        raise UnitganError(
+            f"weights became non-finite by step {step}; stopped without writing a checkpoint "
+            f"(the previous checkpoint is intact)"
+        )
     state = trainer.state()
-    state.update(step=step, config=cfg.to_dict(), rng=_get_rng(device))
+    state.update(step=step, config=cfg.to_dict(), rng=_get_rng(device), nonfinite_skipped=skipped)
     return save_checkpoint(state, run_dir, cfg.train.keep_last)
 
 

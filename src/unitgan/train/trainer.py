@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from unitgan.config import Config
+from unitgan.errors import UnitganError
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import MultiScaleDiscriminator, UNITGenerator
 
@@ -20,13 +21,24 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; anything else must name a device that is there."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise UnitganError(f"device '{name}' is not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise UnitganError(f"device '{name}' is not available on this machine")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise UnitganError(f"device '{name}' is not available on this machine")
+    return device
 
 
 def autocast(device: torch.device, precision: str):
@@ -82,6 +94,8 @@ class UNITTrainer(nn.Module):
         self.sched_gen = torch.optim.lr_scheduler.StepLR(self.opt_gen, step, o.lr_gamma)
         self.sched_dis = torch.optim.lr_scheduler.StepLR(self.opt_dis, step, o.lr_gamma)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
+        self.skip_nonfinite = cfg.train.nonfinite == "skip"
+        self.last_skipped = False
 
     # -- forward passes -----------------------------------------------------------------------------------
 
@@ -107,12 +121,18 @@ class UNITTrainer(nn.Module):
     # -- one training step --------------------------------------------------------------------------------
 
     def train_step(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One E/G update and one D update. Returns detached loss tensors (no host sync here)."""
+        """One E/G update and one D update. Returns detached loss tensors (no host sync here).
+
+        Both backward passes run before either optimiser steps (the D step reads the translations
+        detached, so the order does not change the result). With ``train.nonfinite=skip`` a step whose
+        losses are not all finite applies no update at all (one host sync per step); ``last_skipped``
+        says whether it did.
+        """
         cfg, dev = self.cfg, self.device
         x_a, x_b = self._prep(x_a), self._prep(x_b)
         self.train()
 
-        # encoder/generator step: discriminators are frozen
+        # encoder/generator losses: discriminators are frozen
         _set_requires_grad(self.dis_a, False)
         _set_requires_grad(self.dis_b, False)
         with autocast(dev, cfg.train.precision):
@@ -122,10 +142,8 @@ class UNITTrainer(nn.Module):
             loss_g, terms = unit_gen_loss(out, d_fake_ab, d_fake_ba, cfg.loss, cfg.model.gan_type)
         self.opt_gen.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()
-        self._clip(self.opt_gen, self.gen)
-        self.scaler.step(self.opt_gen)
 
-        # discriminator step on the same translations, detached
+        # discriminator losses on the same translations, detached
         _set_requires_grad(self.dis_a, True)
         _set_requires_grad(self.dis_b, True)
         x_ab, x_ba = out.x_ab.detach(), out.x_ba.detach()
@@ -138,10 +156,19 @@ class UNITTrainer(nn.Module):
             loss_d = cfg.loss.gan_w * (loss_d_a + loss_d_b)
         self.opt_dis.zero_grad(set_to_none=True)
         self.scaler.scale(loss_d).backward()
-        self._clip(self.opt_dis, nn.ModuleList([self.dis_a, self.dis_b]))
-        self.scaler.step(self.opt_dis)
-        self.scaler.update()
-        self.sched_gen.step()
+
+        # loss_g sums every G term and loss_d both D terms, so these two cover all of them
+        self.last_skipped = self.skip_nonfinite and not bool(torch.isfinite(torch.stack([loss_g, loss_d])).all())
+        if self.last_skipped:
+            self.opt_gen.zero_grad(set_to_none=True)
+            self.opt_dis.zero_grad(set_to_none=True)
+        else:
+            self._clip(self.opt_gen, self.gen)
+            self.scaler.step(self.opt_gen)
+            self._clip(self.opt_dis, nn.ModuleList([self.dis_a, self.dis_b]))
+            self.scaler.step(self.opt_dis)
+            self.scaler.update()
+        self.sched_gen.step()  # the schedule follows the step count, skipped steps included
         self.sched_dis.step()
         self._last = out
         return {
@@ -151,6 +178,11 @@ class UNITTrainer(nn.Module):
             "dis_b": loss_d_b.detach(),
             **terms,
         }
+
+    def weights_finite(self) -> bool:
+        """Whether every weight of every network is finite (one host sync)."""
+        flags = [torch.isfinite(p).all() for p in self.parameters()]
+        return bool(torch.stack(flags).all())
 
     def _clip(self, opt: torch.optim.Optimizer, module: nn.Module) -> None:
         if self.cfg.optim.grad_clip > 0:
