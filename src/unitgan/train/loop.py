@@ -91,6 +91,18 @@ def _cycle(loader):
         yield from loader
 
 
+def _next(it):
+    """The next batch; a data error raised in a loader worker comes back as the one line it was."""
+    try:
+        return next(it)
+    except UnitganError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) > 1:  # "Caught UnitganError in DataLoader worker process 0." + the worker's traceback
+            last = lines[-1]
+            raise UnitganError(last.split("UnitganError: ", 1)[-1]) from None
+        raise
+
+
 def train(cfg: Config, progress: bool = True) -> TrainResult:
     """Train (or resume) the run described by ``cfg``."""
     tc = cfg.train
@@ -150,7 +162,7 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
     with _StopFlag() as stop:
         try:
             while step < tc.steps:
-                x_a, x_b = next(it_a), next(it_b)
+                x_a, x_b = _next(it_a), _next(it_b)
                 stats = trainer.train_step(x_a, x_b)
                 step += 1
                 bar.update(1)
