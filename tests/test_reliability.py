@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -58,6 +59,12 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
 
     with pytest.raises(UnitganError, match="refused.*could run code"):
         load_checkpoint(evil)
+    assert not marker.exists()
+    raw = tmp_path / "raw.pkl"  # a plain pickle (no torch zip container) with the same payload
+    with open(raw, "wb") as f:
+        pickle.dump({"config": cfg.to_dict(), "gen": _RunsCode(marker)}, f, protocol=2)
+    with pytest.raises(UnitganError, match="raw.pkl' (was refused|cannot be loaded)"):
+        load_checkpoint(raw)
     assert not marker.exists()
     _one_line_error(
         capsys,
