@@ -280,15 +280,17 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0, poll: f
 
 def test_sigterm_then_ctrl_c_checkpoint_the_current_step_and_say_how_to_resume(tmp_path):
     run = tmp_path / "run"
-    cmd = _cli(run, **{"train.steps": 100_000, "train.ckpt_every": 100_000, "train.image_every": 100_000})
+    # one loader worker process: the signal goes to the whole process group, as Ctrl-C in a terminal does
+    steps = {"train.steps": 100_000, "train.ckpt_every": 100_000, "train.image_every": 100_000}
+    cmd = _cli(run, **steps, **{"data.num_workers": 1})
     stopped_at = 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         out, err = tmp_path / f"out_{sig}", tmp_path / f"err_{sig}"
         with open(out, "w") as fo, open(err, "w") as fe:
-            proc = subprocess.Popen(cmd, env=_env(), stdout=fo, stderr=fe)
+            proc = subprocess.Popen(cmd, env=_env(), stdout=fo, stderr=fe, start_new_session=True)
             _wait_for(lambda: len(_logged_steps(run)) >= stopped_at + 3, proc)  # noqa: B023
-            proc.send_signal(sig)
-            assert proc.wait(timeout=120) == 130
+            os.killpg(proc.pid, sig)
+            assert proc.wait(timeout=120) == 130, err.read_text()
         stdout, stderr = out.read_text(), err.read_text()
         assert "Traceback" not in stderr, stderr
         step = int(stdout.split("stopped at step ")[1].split(";")[0])
@@ -358,3 +360,61 @@ def test_sigkill_and_resume_a_few_times(tmp_path):
 @pytest.mark.slow
 def test_sigkill_at_20_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
     _kill_resume_loop(tmp_path, kills=20, steps=60, seed=0)
+
+
+# -- translate: bad checkpoints and outputs that must not be clobbered ---------------------------------------
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path) -> Path:
+    result = train(tiny_config(tmp_path / "run", **{"train.steps": 2}), progress=False)
+    return result.checkpoint
+
+
+def _translate(inputs, ckpt, out, *extra) -> list[str]:
+    return ["translate", *inputs, "--checkpoint", ckpt, "--direction", "a2b", "--output", out, *extra]
+
+
+def test_translate_refuses_damaged_or_mismatched_checkpoints(tiny_ckpt, tmp_path, capsys):
+    from conftest import write_images
+
+    images = write_images(tmp_path / "in", 2, mode="L")
+    out = tmp_path / "out"
+    data = tiny_ckpt.read_bytes()
+    for n in (len(data) // 2, 100, 0):
+        cut = tmp_path / f"cut_{n}.pt"
+        cut.write_bytes(data[:n])
+        _one_line_error(capsys, _translate(images, cut, out), f"cut_{n}.pt", "cannot be loaded")
+    state = load_checkpoint(tiny_ckpt)
+    other = {**state, "config": {**state["config"], "model": {**state["config"]["model"], "ch": 8}}}
+    torch.save(other, tmp_path / "other.pt")
+    _one_line_error(capsys, _translate(images, tmp_path / "other.pt", out), "other.pt", "does not match its config")
+    broken = {**state, "config": {**state["config"], "model": {**state["config"]["model"], "norm": "group"}}}
+    torch.save(broken, tmp_path / "broken.pt")
+    _one_line_error(
+        capsys, _translate(images, tmp_path / "broken.pt", out), "broken.pt", "invalid config", "model.norm"
+    )
+    torch.save({**state, "gen": {"weight": "not a tensor"}}, tmp_path / "odd.pt")
+    _one_line_error(capsys, _translate(images, tmp_path / "odd.pt", out), "odd.pt", "does not match")
+    assert not out.exists() or not list(out.iterdir())  # nothing was written
+
+
+def test_translate_writes_nothing_when_one_output_exists(tiny_ckpt, tmp_path, capsys):
+    from conftest import write_images
+
+    images = write_images(tmp_path / "in", 3, mode="L")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img_001.png").write_bytes(b"precious")
+    _one_line_error(capsys, _translate([tmp_path / "in"], tiny_ckpt, out), "img_001.png", "exists", "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["img_001.png"]
+    assert (out / "img_001.png").read_bytes() == b"precious"
+    # inside the input folder, or the input folder itself: refused before anything is written
+    for inside in (tmp_path / "in" / "sub", tmp_path / "in"):
+        _one_line_error(capsys, _translate([tmp_path / "in"], tiny_ckpt, inside), "inside input folder")
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [p.name for p in images]
+    # a bad input image names the file
+    (tmp_path / "in" / "img_002.png").write_bytes(b"")
+    _one_line_error(capsys, _translate([tmp_path / "in"], tiny_ckpt, tmp_path / "o2"), "img_002.png", "not a readable")
+    assert main([str(a) for a in _translate(images[:2], tiny_ckpt, out, "--overwrite")]) == 0
+    assert (out / "img_001.png").read_bytes() != b"precious"
