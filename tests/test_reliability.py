@@ -158,6 +158,17 @@ def test_disk_full_through_the_cli_is_one_line(tmp_path, monkeypatch, capsys):
     _one_line_error(capsys, ["train", "demo", "--no-progress", *tiny_overrides(run)], "No space left", "intact")
 
 
+def test_an_unwritable_run_folder_is_one_line(tmp_path, monkeypatch):
+    import unitgan.train.loop as loop_mod
+
+    def denied(cfg, path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(loop_mod, "save_config", denied)
+    with pytest.raises(UnitganError, match=r"run folder '.*' is not writable: Permission denied$"):
+        train(tiny_config(tmp_path), progress=False)
+
+
 # -- non-finite losses -------------------------------------------------------------------------------------
 
 
@@ -227,6 +238,17 @@ def test_nonfinite_skip_applies_no_update_and_counts(tmp_path, monkeypatch, capl
     assert "loss_g" not in records[2] and "loss_g" in records[3]  # no NaN in the JSON log
     assert "step 3: non-finite loss (loss_g=nan, kl_a=nan); update skipped (1 skipped so far)" in caplog.text
     assert "2 of 5 steps had a non-finite loss" in caplog.text
+
+
+def test_nonfinite_skip_gives_up_on_a_diverged_run(tmp_path, monkeypatch):
+    import unitgan.train.loop as loop_mod
+
+    monkeypatch.setattr(loop_mod, "MAX_SKIPPED_IN_A_ROW", 3)
+    cfg = tiny_config(tmp_path, **{"train.steps": 8, "train.ckpt_every": 1, "train.nonfinite": "skip"})
+    _nan_at(monkeypatch, {2, 4, 5, 6})
+    with pytest.raises(UnitganError, match=r"^3 steps in a row had a non-finite loss \(the last, step 6: loss_g=nan"):
+        train(cfg, progress=False)
+    assert load_latest(tmp_path)["step"] == 5
 
 
 def test_nonfinite_watch_on_an_accelerator_reports_the_first_bad_step():

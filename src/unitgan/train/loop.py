@@ -26,6 +26,8 @@ from unitgan.train.trainer import UNITTrainer, resolve_device
 
 log = logging.getLogger(__name__)
 
+MAX_SKIPPED_IN_A_ROW = 100  # train.nonfinite=skip: this many bad steps in a row means the run has diverged
+
 
 @dataclass
 class TrainResult:
@@ -159,6 +161,7 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, unit="step")
     t0, step0 = time.time(), step
     watch = _NonFiniteWatch(device)
+    in_a_row = 0  # steps skipped since the last good one (train.nonfinite=skip)
     with _StopFlag() as stop:
         try:
             while step < tc.steps:
@@ -168,13 +171,18 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
                 bar.update(1)
                 if trainer.last_skipped:
                     skipped += 1
+                    in_a_row += 1
+                    terms = _bad_terms({k: float(v) for k, v in stats.items()})
                     log.warning(
-                        "step %d: non-finite loss (%s); update skipped (%d skipped so far)",
-                        step,
-                        _bad_terms({k: float(v) for k, v in stats.items()}),
-                        skipped,
+                        "step %d: non-finite loss (%s); update skipped (%d skipped so far)", step, terms, skipped
                     )
+                    if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                        raise UnitganError(
+                            f"{in_a_row} steps in a row had a non-finite loss (the last, step {step}: {terms}); "
+                            f"the run has diverged: resume from an earlier checkpoint with a lower optim.lr"
+                        )
                 else:
+                    in_a_row = 0
                     watch.update(step, stats)
                 if step % tc.log_every == 0 or step == tc.steps:
                     watch.check()
@@ -266,7 +274,7 @@ class _NonFiniteWatch:
             self.first_step = torch.zeros((), dtype=torch.long, device=v.device)
             self.first_values = torch.zeros_like(v)
         new = (self.first_step == 0) & ~torch.isfinite(v).all()
-        self.first_step = torch.where(new, torch.tensor(step, device=v.device), self.first_step)
+        self.first_step = self.first_step.masked_fill(new, step)  # a scalar argument: no host-device copy
         self.first_values = torch.where(new, v, self.first_values)
 
     def check(self) -> None:
