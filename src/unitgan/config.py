@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -122,6 +124,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch (0 = torch's default)
     accumulate: int = 1  # micro-batches per step: gradients of K batches summed (global batch x K), DDP sync once
     activation_checkpointing: bool = False  # recompute residual-block activations in backward (large images)
+    nonfinite: Literal["error", "skip"] = "error"  # NaN/inf loss: stop naming step and terms, or skip the step
 
 
 @dataclass
@@ -158,6 +161,7 @@ class Config:
             ("train.log_every", self.train.log_every),
             ("train.image_every", self.train.image_every),
             ("train.accumulate", self.train.accumulate),
+            ("train.image_rows", self.train.image_rows),
         ]:
             _check(value >= 1, key, f"must be >= 1, got {value}")
         for key, value in [
@@ -170,6 +174,11 @@ class Config:
             ("train.threads", self.train.threads),
         ]:
             _check(value >= 0, key, f"must be >= 0, got {value}")
+        for key, value in _flat(self.to_dict()).items():  # sizes beyond these are typos, not experiments
+            if key in _MAX:
+                _check(value <= _MAX[key], key, f"must be <= {_MAX[key]}, got {value}")
+        for key, value in [("model.input_nc_a", m.input_nc_a), ("model.input_nc_b", m.input_nc_b)]:
+            _check(value in (1, 3), key, f"must be 1 (grey) or 3 (colour), got {value}")
         _check(m.out_kernel % 2 == 1, "model.out_kernel", f"must be odd, got {m.out_kernel}")
         factor = 2**m.n_down
         _check(
@@ -177,7 +186,21 @@ class Config:
             "data.crop_size",
             f"must be a multiple of 2**model.n_down = {factor}, got {d.crop_size}",
         )
-        _check(self.optim.lr > 0, "optim.lr", f"must be > 0, got {self.optim.lr}")
+        o, t = self.optim, self.train
+        _check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+        _check(o.dis_lr >= 0, "optim.dis_lr", f"must be >= 0 (0 = optim.lr), got {o.dis_lr}")
+        for key, value in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)]:
+            _check(0 <= value < 1, key, f"must be in [0, 1), got {value}")
+        _check(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+        _check(o.lr_gamma > 0, "optim.lr_gamma", f"must be > 0, got {o.lr_gamma}")
+        _check(o.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 = off), got {o.grad_clip}")
+        _check(0 <= t.seed < 2**63, "train.seed", f"must be in [0, 2**63), got {t.seed}")
+        _check(bool(t.out_dir.strip()), "train.out_dir", "must name a folder for the run")
+        _check(
+            re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
+            "train.device",
+            f"must be auto, cpu, cuda, cuda:N or mps; got {t.device!r}",
+        )
         for key in ["gan_w", "kl_w", "recon_w", "cyc_kl_w", "cyc_recon_w"]:
             v = getattr(self.loss, key)
             _check(v >= 0 and math.isfinite(v), f"loss.{key}", f"must be a finite number >= 0, got {v}")
@@ -202,6 +225,34 @@ class Config:
         return self
 
 
+_MAX = {
+    "model.ch": 1024,
+    "model.dis_ch": 1024,
+    "model.n_down": 8,
+    "model.n_res": 64,
+    "model.out_kernel": 15,
+    "model.dis_kernel": 15,
+    "model.dis_n_layers": 10,
+    "model.dis_n_scales": 8,
+    "data.crop_size": 8192,
+    "data.load_size": 16384,
+    "data.batch_size": 65536,
+    "data.num_workers": 512,
+    "train.threads": 4096,
+    "train.image_rows": 64,
+}
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise UnitganError(f"config key '{key}' {message}")
@@ -211,13 +262,25 @@ def _check(ok: bool, key: str, message: str) -> None:
 # Building a Config from dicts, YAML and overrides, with every value type-checked.
 
 
+def _show(text: Any, limit: int = 80) -> str:
+    """A key or value as it goes into a one-line message: control characters escaped, long text cut."""
+    r = text if isinstance(text, str) else repr(text)
+    if not r.isprintable():
+        r = r.encode("unicode_escape").decode("ascii")
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _bad(key: str, what: str, value: Any) -> UnitganError:
+    return UnitganError(f"config key '{_show(key)}' must be {what}; got {_show(repr(value))}")
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or parsed from an override) to type ``tp`` or raise naming ``key``."""
     origin = get_origin(tp)
     if origin is Literal:
         choices = get_args(tp)
-        if value not in choices:
-            raise UnitganError(f"config key '{key}' must be one of {', '.join(map(str, choices))}; got {value!r}")
+        if not isinstance(value, str) or value not in choices:
+            raise _bad(key, f"one of {', '.join(map(str, choices))}", value)
         return value
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -227,35 +290,41 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise UnitganError(f"config key '{key}' must be true or false; got {value!r}")
+        raise _bad(key, "true or false", value)
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise UnitganError(f"config key '{key}' must be an integer; got {value!r}")
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 2**63:
+                raise _bad(key, "an integer that fits in 64 bits", value)
+            return value
+        raise _bad(key, "an integer", value)
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
                 value = float(value)
             except ValueError:
-                raise UnitganError(f"config key '{key}' must be a number; got {value!r}") from None
+                raise _bad(key, "a number", value) from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(float(value)):
-                raise UnitganError(f"config key '{key}' must be a finite number; got {value!r}")
-            return float(value)
-        raise UnitganError(f"config key '{key}' must be a number; got {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
+                raise _bad(key, "a finite number", value)
+            return number
+        raise _bad(key, "a number", value)
     if tp is str:
         if isinstance(value, str):
             return value
-        raise UnitganError(f"config key '{key}' must be a string; got {value!r}")
+        raise _bad(key, "a string", value)
     raise TypeError(f"unsupported config type {tp} for {key}")  # a bug in this module, not user input
 
 
 def _from_dict(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        where = f"section '{prefix}'" if prefix else "the config file"
-        raise UnitganError(f"{where} must be a mapping of keys to values; got {data!r}")
+        where = f"section '{_show(prefix)}'" if prefix else "the config file"
+        raise UnitganError(f"{where} must be a mapping of keys to values; got {_show(repr(data))}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -277,43 +346,85 @@ def _unknown_key_message(full: str, prefix: str, names: list[str]) -> str:
     hint = f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)" if close else ""
     valid = ", ".join(names)
     where = f"in '{prefix}'" if prefix else "at the top level"
-    return f"unknown config key '{full}'{hint}; valid keys {where}: {valid}"
+    return f"unknown config key '{_show(full)}'{hint}; valid keys {where}: {valid}"
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     return _from_dict(Config, data, "").validate()
 
 
+def _schema_type(parts: list[str], text: str) -> Any:
+    """The type at a dotted key: a dataclass for a section, a leaf type, or None for an unknown key (reported
+    later, with suggestions). A key below a leaf (``model.ch.x``) is an error here."""
+    tp: Any = Config
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(tp):
+            raise UnitganError(
+                f"config key '{_show('.'.join(parts[:i]))}' is a value, not a section (override '{_show(text)}')"
+            )
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def _parse_value(raw: str) -> Any:
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except Exception:  # noqa: BLE001 - not YAML: keep the text, the type check names the key
+        return raw
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``model.ch=32`` -> ("model.ch", 32); the value is parsed as YAML (so ``true``, ``1e-4``, ``"x"``)."""
+    """``model.ch=32`` -> ("model.ch", 32); the value is parsed as YAML (so ``true``, ``1e-4``, ``"x"``), except
+    for string keys, which take the text as it is (``data.root=2024`` is the folder "2024")."""
     if "=" not in text:
-        raise UnitganError(f"override '{text}' must look like key=value (e.g. train.steps=1000)")
+        raise UnitganError(f"override '{_show(text)}' must look like key=value (e.g. train.steps=1000)")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise UnitganError(f"override '{text}' has no key before '='")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value
+        raise UnitganError(f"override '{_show(text)}' has no key before '='")
+    if _schema_type(key.split("."), text) is str:
+        return key, raw
+    return key, _parse_value(raw)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys in a nested dict; unknown keys are caught when the dict becomes a Config."""
+    """Set dotted keys in a nested dict; unknown keys are caught when the dict becomes a Config.
+
+    ``section={key: value, ...}`` sets those keys of the section (the others keep their values)."""
     for text in overrides:
         key, value = parse_override(text)
         parts = key.split(".")
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            sub = node.get(part)
-            if sub is None:
-                sub = node[part] = {}
-            if not isinstance(sub, dict):
-                raise UnitganError(f"override '{text}': '{'.'.join(parts[: i + 1])}' is not a section")
-            node = sub
-        node[parts[-1]] = value
+        if dataclasses.is_dataclass(_schema_type(parts, text)):
+            if not isinstance(value, dict) or not value:
+                raise UnitganError(
+                    f"section '{_show(key)}' must be a mapping of keys to values; got {_show(repr(value))} "
+                    f"(set its keys instead, e.g. {_show(key)}.KEY=VALUE)"
+                )
+            for sub, v in _flat(value).items():
+                _set(data, [*parts, *str(sub).split(".")], v, text)
+        else:
+            _set(data, parts, value, text)
     return data
+
+
+def _set(data: dict[str, Any], parts: list[str], value: Any, text: str) -> None:
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        sub = node.get(part)
+        if sub is None:
+            sub = node[part] = {}
+        if not isinstance(sub, dict):
+            raise UnitganError(
+                f"section '{_show('.'.join(parts[: i + 1]))}' must be a mapping of keys to values; "
+                f"got {_show(repr(sub))} (override '{_show(text)}')"
+            )
+        node = sub
+    node[parts[-1]] = value
 
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -354,4 +465,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    """Write the config as YAML; atomically (temp file + rename), so a kill never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.replace(tmp, path)

@@ -47,7 +47,7 @@ class Translator:
         gen = UNITGenerator(cfg.model)
         try:
             gen.load_state_dict(state["gen"])
-        except RuntimeError as e:
+        except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as e:
             first = str(e).strip().splitlines()[0]
             raise UnitganError(f"checkpoint '{path}' does not match its config: {first}") from None
         return cls(gen, cfg, resolve_device(device), precision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import torch
@@ -70,4 +71,12 @@ def build_loader(
         drop_last=True,
         prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),  # keeps the global RNG (latent noise) untouched
+        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
     )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group, and ``kill -TERM -PGID`` too: workers leave the
+    stop to the main process, which finishes the step, checkpoints, then shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

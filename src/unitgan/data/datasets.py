@@ -52,9 +52,16 @@ class ImageFolderDomain(Dataset):
             raise UnitganError(f"image folder '{self.folder}' holds no images (.png .jpg .jpeg .webp .bmp .tif)")
         self.channels, self.crop_size, self.load_size = channels, crop_size, load_size
         self.train, self.flip, self.bad_images = train, flip, bad_images
-        self.skipped: set[Path] = set()
+        self.header_bad = 0  # files dropped by the header check (bad_images=skip)
         if check_sizes:
             self._check_headers()
+        # files that failed to decode later, shared with loader worker processes (shared memory)
+        self._bad = torch.zeros(len(self.files), dtype=torch.uint8).share_memory_()
+
+    @property
+    def bad_count(self) -> int:
+        """How many files were skipped as unreadable so far (header check and decoding)."""
+        return self.header_bad + int(self._bad.sum())
 
     def _check_headers(self) -> None:
         """Read each header once (cached): unreadable files and images smaller than the crop fail (or are skipped)."""
@@ -65,46 +72,57 @@ class ImageFolderDomain(Dataset):
             path = self.files[int(i)]
             try:
                 w, h = image_size(path) if sizes[i, 0] < 0 else sizes[i]  # re-read: raises the precise error
-                if not self.load_size and min(w, h) < self.crop_size:
-                    raise UnitganError(
-                        f"image '{path}' is {w}x{h}, smaller than data.crop_size={self.crop_size} "
-                        f"(set data.load_size to resize first, or lower data.crop_size)"
-                    )
+                self._check_size(path, int(w), int(h))
             except UnitganError as e:
                 if self.bad_images == "error":
                     raise
                 log.warning("skipping %s", e)
-                self.skipped.add(path)
                 good[i] = False
+        self.header_bad = int((~good).sum())
+        if self.header_bad:
+            log.warning(
+                "skipped %d of %d images in '%s' (data.bad_images=skip)", self.header_bad, len(self.files), self.folder
+            )
         if not good.any():
-            raise UnitganError(f"image folder '{self.folder}' holds no usable images")
+            raise UnitganError(f"image folder '{self.folder}' holds no usable images (all {len(self.files)} skipped)")
         if not good.all():
             self.files = self.files.subset(np.flatnonzero(good))
+
+    def _check_size(self, path: Path, w: int, h: int) -> None:
+        if not self.load_size and min(w, h) < self.crop_size:
+            raise UnitganError(
+                f"image '{path}' is {w}x{h}, smaller than data.crop_size={self.crop_size} "
+                f"(set data.load_size to resize first, or lower data.crop_size)"
+            )
+
+    def _load(self, path: Path) -> torch.Tensor:
+        x = pil_to_tensor(load_image(path, self.channels))  # [C, H, W]
+        self._check_size(path, x.shape[2], x.shape[1])
+        return x
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index) -> torch.Tensor:
+        """With ``bad_images=skip`` an unreadable file is replaced by the next readable one in the list (with
+        the same crop and flip), so the result depends only on the index, the seed and the files."""
         index, gen = _aug_generator(index)
-        path = self.files[index]
-        try:
-            x = pil_to_tensor(load_image(path, self.channels))
-        except UnitganError as e:
-            if self.bad_images == "error":
-                raise
-            log.warning("skipping %s", e)
-            self.skipped.add(path)
-            # deterministic replacement: the next file in the list
-            return self[
-                ((index + 1) % len(self.files), int(torch.randint(0, 2**62, (1,), generator=gen)))
-                if gen is not None
-                else (index + 1) % len(self.files)
-            ]
-        if min(x.shape[1:]) < self.crop_size and not self.load_size:
-            raise UnitganError(
-                f"image '{path}' is {x.shape[2]}x{x.shape[1]}, smaller than data.crop_size={self.crop_size}"
-            )
-        return augment(x, self.load_size, self.crop_size, self.train, self.flip, gen)
+        n = len(self.files)
+        for k in range(n):
+            j = (index + k) % n
+            if self._bad[j]:
+                continue
+            try:
+                x = self._load(self.files[j])
+            except UnitganError as e:
+                if self.bad_images == "error":
+                    raise
+                if not self._bad[j]:  # warn once per file (workers share the flags)
+                    self._bad[j] = 1
+                    log.warning("skipping %s", e)
+                continue
+            return augment(x, self.load_size, self.crop_size, self.train, self.flip, gen)
+        raise UnitganError(f"image folder '{self.folder}' holds no readable images (all {n} were skipped)")
 
 
 def _load_arrays(spec: str, split: str, download: bool, cache_dir: str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -36,30 +36,36 @@ def load_image(path: str | Path, channels: int) -> Image.Image:
             with Image.open(path) as img:
                 img.load()
                 return _to_mode(img, channels)
-    except Image.DecompressionBombError as e:
-        raise UnitganError(f"image '{path}' is too large to decode safely ({e})") from None
-    except Image.DecompressionBombWarning as e:
-        raise UnitganError(f"image '{path}' is too large to decode safely ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UnitganError(f"image '{path}' is too large to decode safely ({_first_sentence(e)})") from None
     except UnidentifiedImageError:
         raise UnitganError(f"image '{path}' is not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-        raise UnitganError(f"image '{path}' cannot be read: {reason}") from None
+    except OSError as e:
+        raise UnitganError(f"image '{path}' cannot be read: {e.strerror or _first_sentence(e)}") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt file can trip any decoder bug; it is still a bad file
+        raise UnitganError(f"image '{path}' cannot be decoded ({type(e).__name__}: {_first_sentence(e)})") from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the header only; raises UnitganError naming the file."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 return img.size
     except UnidentifiedImageError:
         raise UnitganError(f"image '{path}' is not a readable image (unknown or corrupt format)") from None
-    except Image.DecompressionBombError as e:
-        raise UnitganError(f"image '{path}' is too large to decode safely ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UnitganError(f"image '{path}' is too large to decode safely ({_first_sentence(e)})") from None
     except OSError as e:
-        raise UnitganError(f"image '{path}' cannot be read: {e.strerror or e}") from None
+        raise UnitganError(f"image '{path}' cannot be read: {e.strerror or _first_sentence(e)}") from None
+    except Exception as e:  # noqa: BLE001
+        raise UnitganError(f"image '{path}' cannot be decoded ({type(e).__name__}: {_first_sentence(e)})") from None
+
+
+def _first_sentence(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +31,30 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """Save so that ``path`` is either the old file or the complete new one, never a partial file."""
+    """Save so that ``path`` is either the old file or the complete new one, never a partial file.
+
+    The data goes to a temp file in the same folder (``.<name>.<random>.tmp``, never matched as a
+    checkpoint), is fsynced, then renamed over ``path``. A full disk or an unwritable folder raises
+    :class:`UnitganError` and leaves every existing file as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _test_pause("UNITGAN_TEST_SAVE_PAUSE")
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        _test_pause("UNITGAN_TEST_SAVE_PAUSE")
         os.replace(tmp, path)
     except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         if isinstance(e, OSError):
             raise UnitganError(
                 f"could not write checkpoint '{path}': {e.strerror or e} (the previous checkpoint is intact)"
@@ -56,6 +68,13 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def _test_pause(var: str) -> None:
+    """Tests only: sleep for ``$var`` seconds to widen a window a kill should land in (unset: nothing)."""
+    seconds = os.environ.get(var)
+    if seconds:
+        time.sleep(float(seconds))
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -90,13 +109,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise UnitganError(f"checkpoint '{path}' does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": the verdict below is what matters
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" in str(e).lower():  # a reference to a function or class: what code-running pickles use
+            raise UnitganError(
+                f"checkpoint '{path}' was refused: it holds objects other than tensors and plain values, "
+                f"and loading them could run code"
+            ) from None
+        raise UnitganError(f"checkpoint '{path}' cannot be loaded (not a checkpoint, truncated or corrupt)") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnitganError(f"checkpoint '{path}' cannot be loaded (truncated, corrupt or unsafe): {first}") from None
-    if not isinstance(state, dict) or "config" not in state or "gen" not in state:
+        raise UnitganError(f"checkpoint '{path}' cannot be loaded (truncated or corrupt): {_first_line(e)}") from None
+    if (
+        not isinstance(state, dict)
+        or not isinstance(state.get("config"), dict)
+        or not isinstance(state.get("gen"), dict)
+    ):
         raise UnitganError(f"checkpoint '{path}' is not a unitgan checkpoint")
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0].split(". ")[0] if text else type(e).__name__
 
 
 def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

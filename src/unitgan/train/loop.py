@@ -27,6 +27,8 @@ from unitgan.train.trainer import UNITTrainer
 
 log = logging.getLogger(__name__)
 
+MAX_SKIPPED_IN_A_ROW = 100  # train.nonfinite=skip: this many bad steps in a row means the run has diverged
+
 
 @dataclass
 class TrainResult:
@@ -92,6 +94,18 @@ def _cycle(loader):
         yield from loader
 
 
+def _next(it):
+    """The next batch; a data error raised in a loader worker comes back as the one line it was."""
+    try:
+        return next(it)
+    except UnitganError as e:
+        lines = str(e).strip().splitlines()
+        if len(lines) > 1:  # "Caught UnitganError in DataLoader worker process 0." + the worker's traceback
+            last = lines[-1]
+            raise UnitganError(last.split("UnitganError: ", 1)[-1]) from None
+        raise
+
+
 def train(cfg: Config, progress: bool = True) -> TrainResult:
     """Train (or resume) the run described by ``cfg``; under torchrun, as one rank of a DDP job."""
     rank, world_size, local_rank = distributed.env_world()
@@ -124,16 +138,19 @@ def _train(cfg: Config, progress: bool, dctx: distributed.DistContext, device: t
     if dctx.enabled:
         torch.manual_seed(distributed.rank_seed(tc.seed, dctx.rank))  # each rank draws its own latent noise
     state = load_latest(run_dir, map_location=device)  # every rank resumes from the same checkpoint
-    step = 0
+    step, skipped = 0, 0
     if state is not None:
-        check_resumable(state["config"], cfg, state["_path"])
-        trainer.load_state(state)
+        _restore(trainer, state, cfg)
         step = int(state["step"])
+        skipped = int(state.get("nonfinite_skipped", 0))
         log.info("resuming from %s (step %d)", state["_path"], step)
     if len(set(steps := dctx.gather(step))) > 1:
         raise UnitganError(f"ranks found different checkpoints (steps {steps}): put train.out_dir on a shared disk")
     if dctx.is_main:
-        save_config(cfg, run_dir / "config.yaml")
+        try:
+            save_config(cfg, run_dir / "config.yaml")
+        except OSError as e:
+            raise UnitganError(f"run folder '{run_dir}' is not writable: {e.strerror or e}") from None
 
     # rank 0 builds the data sets first (and writes file-list caches); the others wait, then read them
     if not dctx.is_main:
@@ -146,7 +163,7 @@ def _train(cfg: Config, progress: bool, dctx: distributed.DistContext, device: t
     loader_b = build_loader(cfg, ds_b, seed=tc.seed * 2 + 1, start=step * bs * k, rank=r, world_size=w, device=device)
     fixed_a, fixed_b = _fixed_batch(cfg, ds_a, ds_b) if dctx.is_main else (None, None)
 
-    logger = RunLogger(run_dir, enabled=dctx.is_main)
+    logger = RunLogger(run_dir, enabled=dctx.is_main, start_step=step)
     # restore the noise RNG last, so nothing above (model init, loaders) shifts it
     if state is not None:
         _resume_rng(state, dctx, device, tc.seed + step)
@@ -166,31 +183,54 @@ def _train(cfg: Config, progress: bool, dctx: distributed.DistContext, device: t
     it_a, it_b = iter(_cycle(loader_a)), iter(_cycle(loader_b))
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, unit="step")
     t0, step0 = time.time(), step
-    stats: dict[str, torch.Tensor] = {}
+    watch = _NonFiniteWatch(device)
+    in_a_row = 0  # steps skipped since the last good one (train.nonfinite=skip)
     with _StopFlag() as stop:
         try:
             while step < tc.steps:
                 if k == 1:
-                    stats = trainer.train_step(next(it_a), next(it_b))
+                    stats = trainer.train_step(_next(it_a), _next(it_b))
                 else:
-                    stats = trainer.train_step([next(it_a) for _ in range(k)], [next(it_b) for _ in range(k)])
+                    stats = trainer.train_step([_next(it_a) for _ in range(k)], [_next(it_b) for _ in range(k)])
                 step += 1
                 bar.update(1)
+                if trainer.last_skipped:
+                    skipped += 1
+                    in_a_row += 1
+                    terms = _bad_terms({k: float(v) for k, v in stats.items()})
+                    log.warning(
+                        "step %d: non-finite loss (%s); update skipped (%d skipped so far)", step, terms, skipped
+                    )
+                    if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                        raise UnitganError(
+                            f"{in_a_row} steps in a row had a non-finite loss (the last, step {step}: {terms}); "
+                            f"the run has diverged: resume from an earlier checkpoint with a lower optim.lr"
+                        )
+                else:
+                    in_a_row = 0
+                    watch.update(step, stats)
                 if step % tc.log_every == 0 or step == tc.steps:
+                    watch.check()
                     values = dctx.mean({name: float(v) for name, v in stats.items()})  # over ranks
-                    _check_finite(values, step)
+                    if trainer.last_skipped:  # keep metrics.jsonl valid JSON: no NaN values
+                        values = {name: v for name, v in values.items() if math.isfinite(v)}
+                    if tc.nonfinite == "skip":
+                        values["nonfinite_skipped"] = skipped
+                    if cfg.data.bad_images == "skip":
+                        values["bad_images_skipped"] = _bad_image_count(ds_a, ds_b)
                     values["lr"] = trainer.opt_gen.param_groups[0]["lr"]
                     values["steps_per_s"] = (step - step0) / max(time.time() - t0, 1e-9)
                     logger.scalars(step, values)
-                    bar.set_postfix(
-                        g=f"{values['loss_g']:.3g}",
-                        d=f"{values['loss_d']:.3g}",
-                        rec=f"{(values['recon_a'] + values['recon_b']) / 2:.3g}",
-                    )
+                    if "loss_g" in values:
+                        bar.set_postfix(
+                            g=f"{values['loss_g']:.3g}",
+                            d=f"{values['loss_d']:.3g}",
+                            rec=f"{(values['recon_a'] + values['recon_b']) / 2:.3g}",
+                        )
                 if dctx.is_main and (step % tc.image_every == 0 or step == tc.steps):
                     logger.images(step, trainer.sample_rows(fixed_a, fixed_b), "translations")
                 if step % tc.ckpt_every == 0 or step == tc.steps:
-                    last_ckpt = _save(trainer, cfg, step, run_dir, stats, device, dctx)
+                    last_ckpt = _save(trainer, cfg, step, run_dir, watch, skipped, device, dctx)
                 if dctx.any(stop.signum is not None):  # all ranks stop at the same step
                     stop.signum = stop.signum or signal.SIGTERM
                     break
@@ -198,32 +238,98 @@ def _train(cfg: Config, progress: bool, dctx: distributed.DistContext, device: t
             stop.signum = signal.SIGINT
         finally:
             bar.close()
+            logger.close()
         interrupted = stop.signum is not None and step < tc.steps
         if interrupted:
             if last_ckpt is None or not last_ckpt.name.endswith(f"{step:09d}.pt"):
-                last_ckpt = _save(trainer, cfg, step, run_dir, stats, device, dctx)
+                last_ckpt = _save(trainer, cfg, step, run_dir, watch, skipped, device, dctx)
             log.info("stopped by signal %d at step %d; checkpoint %s", stop.signum, step, last_ckpt)
-    logger.close()
+    if skipped:
+        log.warning("%d of %d steps had a non-finite loss and were skipped (train.nonfinite=skip)", skipped, step)
+    bad = _bad_image_count(ds_a, ds_b)
+    if bad:
+        log.warning("%d unreadable image(s) were skipped (data.bad_images=skip)", bad)
     dctx.barrier()  # rank 0's last checkpoint exists before any rank returns
     return TrainResult(run_dir, step, last_ckpt, interrupted)
 
 
-def _check_finite(values: dict[str, float], step: int) -> None:
-    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
-    if bad:
-        terms = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise UnitganError(f"non-finite loss at step {step}: {terms}; no checkpoint was written for this step")
+def _restore(trainer: UNITTrainer, state: dict, cfg: Config) -> None:
+    """Load a training checkpoint into ``trainer``, or say clearly why it cannot be resumed."""
+    path = state["_path"]
+    missing = [k for k in ("step", "rng", "dis_a", "dis_b", "opt_gen", "opt_dis") if k not in state]
+    if missing:
+        raise UnitganError(f"checkpoint '{path}' is not a training checkpoint (no {', '.join(missing)})")
+    check_resumable(state["config"], cfg, path)
+    try:
+        trainer.load_state(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnitganError(f"checkpoint '{path}' does not match its config: {first}") from None
 
 
-def _save(trainer: UNITTrainer, cfg: Config, step: int, run_dir: Path, stats: dict, device, dctx) -> Path:
+def _bad_image_count(*datasets) -> int:
+    return sum(getattr(ds, "bad_count", 0) for ds in datasets)
+
+
+def _bad_terms(values: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+
+
+class _NonFiniteWatch:
+    """Remembers the first step whose losses were not all finite (``train.nonfinite=error``).
+
+    On the CPU each step is checked at once. On an accelerator the check stays on the device (no host sync
+    per step) and is read at log and checkpoint steps, so the error still names the first bad step and its
+    terms, and no checkpoint is written after it.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.eager = device.type == "cpu"
+        self.first_step: torch.Tensor | None = None  # 0 = none yet
+        self.first_values: torch.Tensor | None = None
+        self.names: list[str] = []
+
+    def update(self, step: int, stats: dict[str, torch.Tensor]) -> None:
+        if self.eager:
+            values = {k: float(v) for k, v in stats.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise _nonfinite_error(step, _bad_terms(values))
+            return
+        v = torch.stack([t.float() for t in stats.values()])
+        if self.first_step is None:
+            self.names = list(stats)
+            self.first_step = torch.zeros((), dtype=torch.long, device=v.device)
+            self.first_values = torch.zeros_like(v)
+        new = (self.first_step == 0) & ~torch.isfinite(v).all()
+        self.first_step = self.first_step.masked_fill(new, step)  # a scalar argument: no host-device copy
+        self.first_values = torch.where(new, v, self.first_values)
+
+    def check(self) -> None:
+        if self.first_step is not None and int(self.first_step) != 0:
+            values = dict(zip(self.names, self.first_values.tolist(), strict=True))
+            raise _nonfinite_error(int(self.first_step), _bad_terms(values))
+
+
+def _nonfinite_error(step: int, terms: str) -> UnitganError:
+    return UnitganError(
+        f"non-finite loss at step {step}: {terms}; stopped without writing a checkpoint after it "
+        f"(set train.nonfinite=skip to skip such steps, or lower optim.lr)"
+    )
+
+
+def _save(trainer: UNITTrainer, cfg: Config, step: int, run_dir: Path, watch, skipped: int, device, dctx) -> Path:
     """Called on every rank (their RNG states are gathered); rank 0 writes, the others get its path."""
-    if stats:
-        _check_finite({k: float(v) for k, v in stats.items()}, step)
+    watch.check()
+    if not trainer.weights_finite():
+        raise UnitganError(
+            f"weights became non-finite by step {step}; stopped without writing a checkpoint "
+            f"(the previous checkpoint is intact)"
+        )
     rngs = dctx.gather(_get_rng(device))
     if not dctx.is_main:
         return checkpoint_dir(run_dir) / f"ckpt_{step:09d}.pt"
     state = trainer.state()
-    state.update(step=step, config=cfg.to_dict(), rng=rngs[0])
+    state.update(step=step, config=cfg.to_dict(), rng=rngs[0], nonfinite_skipped=skipped)
     if dctx.enabled:
         state["rng_ranks"] = rngs  # each rank's latent-noise stream continues exactly on resume
     return save_checkpoint(state, run_dir, cfg.train.keep_last)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from unitgan.config import Config
+from unitgan.errors import UnitganError
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import MultiScaleDiscriminator, UNITGenerator
 from unitgan.models.layers import ResBlock
@@ -28,13 +29,24 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; anything else must name a device that is there."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise UnitganError(f"device '{name}' is not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise UnitganError(f"device '{name}' is not available on this machine")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise UnitganError(f"device '{name}' is not available on this machine")
+    return device
 
 
 def autocast(device: torch.device, precision: str):
@@ -155,6 +167,8 @@ class UNITTrainer(nn.Module):
         self.sched_gen = torch.optim.lr_scheduler.StepLR(self.opt_gen, step, o.lr_gamma)
         self.sched_dis = torch.optim.lr_scheduler.StepLR(self.opt_dis, step, o.lr_gamma)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
+        self.skip_nonfinite = cfg.train.nonfinite == "skip"
+        self.last_skipped = False
 
         # The two phases as modules whose forward() computes a loss, so that DistributedDataParallel (which
         # hooks forward) can wrap them. Kept in a plain dict: they hold the same networks, not new ones.
@@ -200,6 +214,8 @@ class UNITTrainer(nn.Module):
         over samples). The D pass of each micro-batch reuses its detached translations, as in a plain step,
         and no parameter changes before both optimisers step, so the order of passes does not matter.
         Under DDP the gradients are averaged across ranks once, in the backward of the last micro-batch.
+        With ``train.nonfinite=skip`` a step whose losses are not all finite applies no update at all (one
+        host sync per step); ``last_skipped`` says whether it did.
         """
         xs_a = list(x_a) if isinstance(x_a, (list, tuple)) else [x_a]
         xs_b = list(x_b) if isinstance(x_b, (list, tuple)) else [x_b]
@@ -214,12 +230,19 @@ class UNITTrainer(nn.Module):
             stats = self._micro_step(self._prep(xa), self._prep(xb), k, sync=i == k - 1)
             for name, v in stats.items():
                 totals[name] = totals[name] + v if name in totals else v
-        self._clip(self.opt_gen, self.gen)
-        self.scaler.step(self.opt_gen)
-        self._clip(self.opt_dis, nn.ModuleList([self.dis_a, self.dis_b]))
-        self.scaler.step(self.opt_dis)
-        self.scaler.update()
-        self.sched_gen.step()
+        # loss_g sums every G term and loss_d both D terms, so these two cover all of them
+        losses = torch.stack([totals["loss_g"], totals["loss_d"]])
+        self.last_skipped = self.skip_nonfinite and not bool(torch.isfinite(losses).all())
+        if self.last_skipped:
+            self.opt_gen.zero_grad(set_to_none=True)
+            self.opt_dis.zero_grad(set_to_none=True)
+        else:
+            self._clip(self.opt_gen, self.gen)
+            self.scaler.step(self.opt_gen)
+            self._clip(self.opt_dis, nn.ModuleList([self.dis_a, self.dis_b]))
+            self.scaler.step(self.opt_dis)
+            self.scaler.update()
+        self.sched_gen.step()  # the schedule follows the step count, skipped steps included
         self.sched_dis.step()
         return {name: v / k for name, v in totals.items()} if k > 1 else totals
 
@@ -247,6 +270,11 @@ class UNITTrainer(nn.Module):
             "dis_b": loss_d_b.detach(),
             **terms,
         }
+
+    def weights_finite(self) -> bool:
+        """Whether every weight of every network is finite (one host sync)."""
+        flags = [torch.isfinite(p).all() for p in self.parameters()]
+        return bool(torch.stack(flags).all())
 
     def _clip(self, opt: torch.optim.Optimizer, module: nn.Module) -> None:
         if self.cfg.optim.grad_clip > 0:
