@@ -99,10 +99,9 @@ class ResBlock(nn.Module):
     for backward but recomputed: less memory for large images, about one more forward of the block.
     """
 
-    checkpointing: bool = False
-
     def __init__(self, ch: int, norm: str, activ: str, pad_type: str):
         super().__init__()
+        self.checkpointing = False
         self.body = nn.Sequential(
             ConvBlock(ch, ch, 3, 1, norm, activ, pad_type),
             ConvBlock(ch, ch, 3, 1, norm, "none", pad_type),
@@ -110,8 +109,12 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W]
         if self.checkpointing and torch.is_grad_enabled():
-            return x + checkpoint(self.body, x, use_reentrant=False)
+            return x + self._body_recomputed(x)
         return x + self.body(x)
+
+    @torch.jit.unused
+    def _body_recomputed(self, x):  # no annotations: TorchScript reads them as strings here (Tensor by default)
+        return checkpoint(self.body, x, use_reentrant=False)
 
 
 def init_weights(module: nn.Module, kind: str) -> None:
