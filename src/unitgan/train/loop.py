@@ -93,6 +93,10 @@ def _cycle(loader):
 
 def train(cfg: Config, progress: bool = True) -> TrainResult:
     """Train (or resume) the run described by ``cfg``."""
+    if cfg.da.enabled:  # UNIT-DA has its own discriminators with a class head: unitgan.train.da
+        from unitgan.train.da import train_da
+
+        return train_da(cfg, progress)
     tc = cfg.train
     run_dir = Path(tc.out_dir).expanduser()
     try:
