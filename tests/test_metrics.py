@@ -130,11 +130,11 @@ def test_kid_is_reproducible_with_seed():
 
 
 class _TinyFeatures(nn.Module):
-    """A stand-in 'Inception': mean colour -> 2048-d features (fixed weights)."""
+    """A stand-in 'Inception': mean colour -> 8-d features (fixed weights)."""
 
     def __init__(self):
         super().__init__()
-        self.proj = nn.Linear(3, 2048)
+        self.proj = nn.Linear(3, 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x.mean(dim=(2, 3)))
@@ -145,7 +145,7 @@ def test_load_inception_from_torchscript_file(tmp_path):
     torch.jit.script(_TinyFeatures()).save(str(path))
     net = load_inception(path)
     grey = torch.rand(2, 1, 20, 20) * 2 - 1  # grey is repeated to RGB and resized to 299
-    assert net(grey).shape == (2, 2048)
+    assert net(grey).shape == (2, 8)
 
 
 def test_load_inception_errors_name_the_file(tmp_path):
@@ -217,3 +217,80 @@ def test_classification_accuracy_known_answers():
     assert classification_accuracy(classify, x, y, batch_size=3) == 1.0
     assert classification_accuracy(classify, x, (y + 1) % 4) == 0.0
     assert classification_accuracy(classify, x, torch.tensor([0, 1, 0, 0])) == 0.5
+
+
+# -- unitgan evaluate --------------------------------------------------------------------------------------
+
+TINY = [
+    "train.steps=1",
+    "train.log_every=1",
+    "model.ch=4",
+    "model.n_res=2",
+    "model.dis_ch=4",
+    "model.dis_n_layers=2",
+    "data.crop_size=16",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "data.synthetic_train=8",
+    "data.synthetic_test=3",
+]
+
+
+def _train_tiny(tmp_path, *extra: str):
+    from unitgan.config import load_config
+    from unitgan.train.loop import train
+
+    cfg = load_config("demo", [f"train.out_dir={tmp_path / 'run'}", *TINY, *extra])
+    return train(cfg, progress=False)
+
+
+def test_evaluate_synthetic_reports_pixel_accuracy_both_ways(tmp_path, capsys):
+    import json
+
+    from unitgan.cli import main
+
+    _train_tiny(tmp_path)
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--out", str(out), "--threshold", "0.2"]) == 0
+    res = json.loads(out.read_text())
+    for direction in ("a2b", "b2a"):
+        r = res[f"pixel_accuracy_{direction}"]
+        assert len(r["per_image"]) == 3 and r["threshold"] == 0.2
+        assert r["mean"] == pytest.approx(sum(r["per_image"]) / 3)
+    assert "pixel_accuracy_a2b" in capsys.readouterr().out
+
+
+def test_evaluate_folders_fid_kid_and_ground_truth(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from unitgan.cli import main
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for split in ("trainA", "trainB", "testA", "testB", "gtB"):
+        (root / split).mkdir(parents=True)
+        for i in range(4):
+            mode, shape = ("L", (16, 16)) if split.endswith("A") else ("RGB", (16, 16, 3))
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(root / split / f"img{i}.png")
+    _train_tiny(tmp_path, "data.source=folder", f"data.root={root}", "data.flip=false")
+    net = tmp_path / "tiny_inception.pt"
+    torch.jit.script(_TinyFeatures()).save(str(net))
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--out", str(out), "--inception", str(net)]
+    assert main([*args, "--gt-a2b", str(root / "gtB")]) == 0
+    res = json.loads(out.read_text())
+    for direction in ("a2b", "b2a"):
+        r = res[f"fid_kid_{direction}"]
+        assert r["n_real"] == 4 and r["n_fake"] == 4 and r["fid"] >= -1e-6
+    assert len(res["pixel_accuracy_a2b"]["per_image"]) == 4
+    assert main([*args, "--no-fid", "--gt-b2a", str(tmp_path / "missing")]) == 2  # error names the folder
+
+
+def test_evaluate_rejects_bad_threshold(tmp_path, capsys):
+    from unitgan.cli import main
+
+    _train_tiny(tmp_path)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--threshold", "0"]) == 2
+    assert "--threshold" in capsys.readouterr().err

@@ -34,7 +34,6 @@ PYTORCH_FID_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 )
 INCEPTION_SIZE = 299
-FEATURE_DIM = 2048
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -124,7 +123,8 @@ def kernel_inception_distance(
 
 
 class InceptionFeatures(nn.Module):
-    """Wraps an Inception-v3 so it takes [N, 1 or 3, H, W] in [-1, 1] and returns pool features [N, 2048].
+    """Wraps an Inception-v3 so it takes [N, 1 or 3, H, W] in [-1, 1] and returns pool features [N, 2048]
+    (any feature network that returns [N, D] works the same way).
 
     Grey images are repeated to RGB and every image is resized (bilinear) to 299x299 before the network.
     """
@@ -146,10 +146,7 @@ class InceptionFeatures(nn.Module):
         out = self.net(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
-        out = out.reshape(out.shape[0], -1)
-        if out.shape[1] != FEATURE_DIM:
-            raise UnitganError(f"feature network '{self.name}' returned {out.shape[1]}-d features, expected 2048")
-        return out.float()
+        return out.reshape(out.shape[0], -1).float()  # [N, D]; D = 2048 for Inception-v3
 
 
 class _TorchvisionPool(nn.Module):
