@@ -169,3 +169,22 @@ def test_build_mnistm_writes_splits(tmp_path):
     with np.load(out) as z:
         assert z["x_train"].shape == (4, 28, 28, 3) and z["x_test"].shape == (3, 28, 28, 3)
         assert z["y_train"].tolist() == [0, 1, 2, 3]
+
+
+def test_interrupted_run_checkpoints_and_resumes(tmp_path, monkeypatch):
+    cfg = _da_config(tmp_path, "train.steps=4", "train.ckpt_every=10")
+    original = DATrainer.train_step
+    calls = {"n": 0}
+
+    def stop_at_third(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(DATrainer, "train_step", stop_at_third)
+    result = train_da(cfg, progress=False)
+    assert result.interrupted and result.step == 2 and result.checkpoint.name == "ckpt_000000002.pt"
+    assert not (result.run_dir / "da_results.json").exists()
+    monkeypatch.setattr(DATrainer, "train_step", original)
+    assert train_da(cfg, progress=False).step == 4  # the same command resumes

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from unitgan.models import UNITGenerator
 from unitgan.models.da import DADiscriminator
 from unitgan.train.checkpoint import load_latest, save_checkpoint
 from unitgan.train.logger import RunLogger
-from unitgan.train.loop import TrainResult, _check_finite, _cycle, _get_rng, _set_rng
+from unitgan.train.loop import TrainResult, _check_finite, _cycle, _get_rng, _set_rng, _StopFlag
 from unitgan.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
@@ -215,26 +216,36 @@ def train_da(cfg: Config, progress: bool = True) -> TrainResult:
     log.info("training %s on %s: %d -> %d steps, batch %d per domain", kind, device, step, tc.steps, bs)
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, unit="step")
     t0, step0, ckpt = time.time(), step, None
-    try:
-        while step < tc.steps:
-            x_a, y_a = next(it_a)
-            x_b = next(it_b)
-            stats = trainer.train_step(x_a, y_a, x_b)
-            step += 1
-            bar.update(1)
-            if step % tc.log_every == 0 or step == tc.steps:
-                values = {k: float(v) for k, v in stats.items()}
-                _check_finite(values, step)
-                values["steps_per_s"] = (step - step0) / max(time.time() - t0, 1e-9)
-                logger.scalars(step, values)
-                bar.set_postfix(cls=f"{values['cls_a']:.3g}")
-            if step % tc.ckpt_every == 0 or step == tc.steps:
-                st = trainer.state()
-                st.update(step=step, config=cfg.to_dict(), rng=_get_rng(device))
-                ckpt = save_checkpoint(st, run_dir, tc.keep_last)
-    finally:
-        bar.close()
-        logger.close()
+    with _StopFlag() as stop:
+        try:
+            while step < tc.steps and stop.signum is None:
+                x_a, y_a = next(it_a)
+                x_b = next(it_b)
+                stats = trainer.train_step(x_a, y_a, x_b)
+                step += 1
+                bar.update(1)
+                if step % tc.log_every == 0 or step == tc.steps:
+                    values = {k: float(v) for k, v in stats.items()}
+                    _check_finite(values, step)
+                    values["steps_per_s"] = (step - step0) / max(time.time() - t0, 1e-9)
+                    logger.scalars(step, values)
+                    bar.set_postfix(cls=f"{values['cls_a']:.3g}")
+                if step % tc.ckpt_every == 0 or step == tc.steps:
+                    st = trainer.state()
+                    st.update(step=step, config=cfg.to_dict(), rng=_get_rng(device))
+                    ckpt = save_checkpoint(st, run_dir, tc.keep_last)
+        except KeyboardInterrupt:
+            stop.signum = signal.SIGINT
+        finally:
+            bar.close()
+            logger.close()
+    if stop.signum is not None and step < tc.steps:  # checkpoint where it stopped; rerun to resume
+        if ckpt is None or not ckpt.name.endswith(f"{step:09d}.pt"):
+            st = trainer.state()
+            st.update(step=step, config=cfg.to_dict(), rng=_get_rng(device))
+            ckpt = save_checkpoint(st, run_dir, tc.keep_last)
+        log.info("stopped by signal %d at step %d; checkpoint %s", stop.signum, step, ckpt)
+        return TrainResult(run_dir, step, ckpt, interrupted=True)
     results = {"step": step, "kind": kind, **evaluate_da(trainer, cfg)}
     (run_dir / "da_results.json").write_text(json.dumps(results, indent=2))
     log.info("%s: target accuracy %.4f, source accuracy %.4f", kind, results["target_acc"], results["source_acc"])
