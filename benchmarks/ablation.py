@@ -8,9 +8,11 @@ scores the held-out scenes with pixel accuracy both ways:
     no cycle terms       loss.cyc_kl_w=0 loss.cyc_recon_w=0       (lambda3 = lambda4 = 0)
     no KL                loss.kl_w=0 loss.cyc_kl_w=0              (lambda1 = lambda3 = 0)
 
-One command reproduces the table (time on the 2-core benchmark CPU, 1 thread: see docs/results.md):
+The table in docs/results.md (3-4 CPU min per run on the 2-core benchmark CPU, 1 thread; 8 runs):
 
-    python benchmarks/ablation.py --seeds 0 1 2
+    python benchmarks/ablation.py --seeds 0 1 -- train.steps=800 model.ch=16 model.dis_ch=16
+
+Without overrides each run trains the demo preset as it is (several times longer).
 
 Finished runs are kept in ``<out>/results.json``; rerunning the command skips them.
 """

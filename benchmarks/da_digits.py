@@ -7,9 +7,11 @@ never used in training or to pick a step: the last step is evaluated.
     mnist2mnistm   MNIST -> MNIST-M-style digits (built from MNIST and scikit-image photos if missing)
     mnist2digits   MNIST -> scikit-learn's 8x8 digits (upsampled to 32x32)
 
-One command reproduces the table (times on the 2-core benchmark CPU, 1 thread: see docs/results.md):
+The table in docs/results.md (1 thread on the 2-core benchmark CPU: source-only ~0.4 CPU min per run,
+UNIT-DA ~6.4 CPU min per run of 1000 steps):
 
-    python benchmarks/da_digits.py --seeds 0
+    python benchmarks/da_digits.py --methods source-only --seeds 0 1 2
+    python benchmarks/da_digits.py --methods UNIT-DA --seeds 0 1
 
 Finished runs are kept in ``<out>/results.json``; rerunning the command skips them.
 """
