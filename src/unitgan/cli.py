@@ -1,4 +1,4 @@
-"""Command line: ``unitgan train | translate | demo | export | serve``. Only this module prints."""
+"""Command line: ``unitgan train | translate | evaluate | demo | export | serve``. Only this module prints."""
 
 from __future__ import annotations
 
@@ -48,6 +48,33 @@ def _add_demo(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a checkpoint: FID/KID, pixel accuracy, domain-adaptation accuracy (what fits its data)",
+        description=(
+            "Evaluate a checkpoint on its config's test data: UNIT-DA checkpoints -> target test accuracy; "
+            "synthetic domains -> pixel accuracy both ways; image folders and arrays -> FID and KID both ways "
+            "(plus pixel accuracy with --gt-a2b/--gt-b2a). Writes JSON and prints a table."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file (.pt) or a run folder")
+    p.add_argument("--data-root", default="", help="folder data: use this root (testA/ testB/) instead of the config's")
+    p.add_argument("--gt-a2b", default="", help="folder of ground-truth B images named like the testA files")
+    p.add_argument("--gt-b2a", default="", help="folder of ground-truth A images named like the testB files")
+    p.add_argument("--threshold", type=float, default=0.1, help="pixel accuracy threshold on a 0-1 scale")
+    fid = p.add_mutually_exclusive_group()
+    fid.add_argument("--fid", dest="fid", action="store_true", default=None, help="compute FID/KID even here")
+    fid.add_argument("--no-fid", dest="fid", action="store_false", help="skip FID/KID")
+    p.add_argument("--inception", default="", help="Inception-v3 file for FID/KID (TorchScript or state dict)")
+    p.add_argument("--download-inception", action="store_true", help="fetch pytorch-fid's weights (internet)")
+    p.add_argument("--max-images", type=int, default=0, help="test images per domain (0 = all)")
+    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="", help="JSON file (default: evaluation.json next to the checkpoint)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unitgan", description="UNIT: unsupervised image-to-image translation")
     parser.add_argument("--version", action="version", version=f"unitgan {__version__}")
@@ -58,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_export(sub)
     _add_serve(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -186,6 +214,41 @@ COMMANDS = {
     "export": cmd_export,
     "serve": cmd_serve,
 }
+
+
+def cmd_evaluate(args) -> int:
+    import json
+
+    from unitgan.evaluate import EvalOptions, evaluate_checkpoint
+
+    if not 0 < args.threshold <= 1:
+        raise UnitganError(f"--threshold must be in (0, 1], got {args.threshold}")
+    if args.batch_size < 1 or args.max_images < 0 or args.kid_subset_size < 2:
+        raise UnitganError("--batch-size must be >= 1, --max-images >= 0 and --kid-subset-size >= 2")
+    ckpt = resolve_checkpoint(args.checkpoint)
+    opts = EvalOptions(
+        data_root=args.data_root,
+        gt_a2b=args.gt_a2b,
+        gt_b2a=args.gt_b2a,
+        threshold=args.threshold,
+        fid=args.fid,
+        inception=args.inception,
+        download_inception=args.download_inception,
+        max_images=args.max_images,
+        kid_subset_size=args.kid_subset_size,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    report = evaluate_checkpoint(ckpt, opts)
+    out = Path(args.out) if args.out else ckpt.parent / "evaluation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report.to_dict(), indent=2))
+    print(report.table())
+    print(f"wrote {out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "translate": cmd_translate, "demo": cmd_demo, "evaluate": cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

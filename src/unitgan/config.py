@@ -128,6 +128,25 @@ class TrainConfig:
 
 
 @dataclass
+class DAConfig:
+    """Unsupervised domain adaptation (the paper's digits protocol): A = labelled source, B = unlabelled target.
+
+    The discriminators keep their first ``dis_n_private`` conv layers per domain and share the rest of the
+    trunk; a class head on the shared trunk learns from source labels only (target labels are never read in
+    training). See ``unitgan.models.da`` and ``unitgan.train.da``.
+    """
+
+    enabled: bool = False  # train UNIT-DA instead of plain UNIT (needs data.source=arrays with source labels)
+    source_only: bool = False  # baseline: train only the classifier (same trunk) on source labels, no adaptation
+    n_classes: int = 10  # classes of the head on the discriminator trunk
+    dis_n_private: int = 1  # discriminator conv layers private to each domain; the others are shared
+    dropout: float = 0.0  # dropout after each shared discriminator layer
+    cls_w: float = 10.0  # classification loss on labelled source images x_a (the paper's weight 10)
+    cls_ab_w: float = 10.0  # classification loss on x_ab (source translated to the target) with the source labels
+    feat_w: float = 1e-4  # L1 between trunk features of x_aa and x_ab, decoded from the same latent z_a
+
+
+@dataclass
 class Config:
     """The complete configuration of a run."""
 
@@ -136,6 +155,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    da: DAConfig = field(default_factory=DAConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -216,6 +236,15 @@ class Config:
                 "data.a",
                 "data.a and data.b must name the two domains (data.source=arrays)",
             )
+        if self.da.enabled:
+            _check(d.source == "arrays", "da.enabled", "needs data.source=arrays (labelled source digits)")
+            _check(
+                1 <= self.da.dis_n_private < m.dis_n_layers,
+                "da.dis_n_private",
+                f"must be >= 1 and < model.dis_n_layers ({m.dis_n_layers}), got {self.da.dis_n_private}",
+            )
+            _check(self.da.n_classes >= 2, "da.n_classes", f"must be >= 2, got {self.da.n_classes}")
+            _check(0 <= self.da.dropout < 1, "da.dropout", f"must be in [0, 1), got {self.da.dropout}")
         if d.load_size:
             _check(
                 d.load_size >= d.crop_size,

@@ -108,6 +108,10 @@ def _next(it):
 
 def train(cfg: Config, progress: bool = True) -> TrainResult:
     """Train (or resume) the run described by ``cfg``; under torchrun, as one rank of a DDP job."""
+    if cfg.da.enabled:  # UNIT-DA has its own discriminators with a class head: unitgan.train.da
+        from unitgan.train.da import train_da
+
+        return train_da(cfg, progress)
     rank, world_size, local_rank = distributed.env_world()
     device = distributed.pick_device(cfg.train.device, local_rank, world_size)
     dctx = distributed.init(device, rank, world_size, local_rank)
@@ -308,6 +312,12 @@ class _NonFiniteWatch:
         if self.first_step is not None and int(self.first_step) != 0:
             values = dict(zip(self.names, self.first_values.tolist(), strict=True))
             raise _nonfinite_error(int(self.first_step), _bad_terms(values))
+
+
+def check_finite(values: dict[str, float], step: int) -> None:
+    """Raise the non-finite-loss error if any logged value is NaN or inf."""
+    if not all(math.isfinite(v) for v in values.values()):
+        raise _nonfinite_error(step, _bad_terms(values))
 
 
 def _nonfinite_error(step: int, terms: str) -> UnitganError:

@@ -1,0 +1,116 @@
+"""Experiment 1, the paper's ablation, on the built-in synthetic domains (ground truth known).
+
+Trains the ``demo`` preset (read at run time, so it follows that preset's tuning) in four variants and
+scores the held-out scenes with pixel accuracy both ways:
+
+    full UNIT            the demo preset as it is
+    no weight sharing    model.n_shared=0
+    no cycle terms       loss.cyc_kl_w=0 loss.cyc_recon_w=0       (lambda3 = lambda4 = 0)
+    no KL                loss.kl_w=0 loss.cyc_kl_w=0              (lambda1 = lambda3 = 0)
+
+The table in docs/results.md (3-4 CPU min per run on the 2-core benchmark CPU, 1 thread; 8 runs):
+
+    python benchmarks/ablation.py --seeds 0 1 -- train.steps=800 model.ch=16 model.dis_ch=16
+
+Without overrides each run trains the demo preset as it is (several times longer).
+
+Finished runs are kept in ``<out>/results.json``; rerunning the command skips them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPO, cpu_timer, fmt, load_results, markdown_table, save_results, setup  # noqa: E402
+
+from unitgan.config import load_config  # noqa: E402
+from unitgan.demo import THRESHOLD, _test_pairs, evaluate_pairs  # noqa: E402
+from unitgan.inference import Translator  # noqa: E402
+from unitgan.train.loop import train  # noqa: E402
+
+VARIANTS: dict[str, list[str]] = {
+    "full UNIT": [],
+    "no weight sharing": ["model.n_shared=0"],
+    "no cycle terms": ["loss.cyc_kl_w=0", "loss.cyc_recon_w=0"],
+    "no KL": ["loss.kl_w=0", "loss.cyc_kl_w=0"],
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_ablation")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset for every run")
+    return p.parse_args(argv)
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
+    run_dir = args.out / f"{name.replace(' ', '_')}_seed{seed}"
+    overrides = [f"train.out_dir={run_dir}", f"train.seed={seed}", *args.overrides, *VARIANTS[name]]
+    cfg = load_config("demo", overrides)
+    overrides += [f"train.ckpt_every={cfg.train.steps}", f"train.image_every={cfg.train.steps}"]
+    cfg = load_config("demo", overrides)
+    with cpu_timer() as t:
+        result = train(cfg, progress=False)
+    if result.interrupted:
+        raise KeyboardInterrupt  # a stopped run is not a result; rerun the command to redo it
+    translator = Translator.from_checkpoint(result.checkpoint, device="cpu")
+    x_a, x_b = _test_pairs(cfg)
+    acc, _, _ = evaluate_pairs(translator, x_a, x_b)
+    return {"a2b": acc["a2b"], "b2a": acc["b2a"], "steps": result.step, **t}
+
+
+def table(results: dict, variants: list[str]) -> str:
+    rows = []
+    for name in variants:
+        runs = [r for key, r in results.items() if key.rsplit("/", 1)[0] == name]
+        if not runs:
+            continue
+        cpu_min = sum(r["cpu_s"] for r in runs) / len(runs) / 60
+        rows.append(
+            [
+                name,
+                fmt([r["a2b"] for r in runs]),
+                fmt([r["b2a"] for r in runs]),
+                str(len(runs)),
+                f"{runs[0]['steps']}",
+                f"{cpu_min:.1f}",
+            ]
+        )
+    header = ["variant", "A->B pixel acc.", "B->A pixel acc.", "seeds", "steps", "CPU min / run"]
+    return markdown_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup(args.threads)
+    results_path = args.out / "results.json"
+    results = load_results(results_path)
+    todo = [(n, s) for s in args.seeds for n in args.variants if f"{n}/{s}" not in results]  # seed by seed
+    print(f"ablation: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
+    for i, (name, seed) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {name}, seed {seed} ...", flush=True)
+        r = run_one(name, seed, args)
+        results[f"{name}/{seed}"] = r
+        save_results(results_path, results)
+        print(
+            f"    A->B {r['a2b']:.3f}  B->A {r['b2a']:.3f}  ({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min)",
+            flush=True,
+        )
+    text = (
+        f"Pixel accuracy (threshold {THRESHOLD} on a 0-1 scale) on held-out synthetic scenes, mean ± std over seeds\n\n"
+        + table(results, args.variants)
+    )
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Experiment 2, unsupervised domain adaptation on digits (the paper's protocol), on offline data.
+
+For each pair, trains the source-only classifier (the same discriminator trunk and class head, source labels,
+no adaptation) and UNIT-DA, and reports the class head's accuracy on the target test set. Target labels are
+never used in training or to pick a step: the last step is evaluated.
+
+    mnist2mnistm   MNIST -> MNIST-M-style digits (built from MNIST and scikit-image photos if missing)
+    mnist2digits   MNIST -> scikit-learn's 8x8 digits (upsampled to 32x32)
+
+The table in docs/results.md (1 thread on the 2-core benchmark CPU: source-only ~0.4 CPU min per run,
+UNIT-DA ~6.4 CPU min per run of 1000 steps):
+
+    python benchmarks/da_digits.py --methods source-only --seeds 0 1 2
+    python benchmarks/da_digits.py --methods UNIT-DA --seeds 0 1
+
+Finished runs are kept in ``<out>/results.json``; rerunning the command skips them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import DATA_DIR, REPO, cpu_timer, fmt, load_results, markdown_table, save_results, setup  # noqa: E402
+
+from unitgan.config import load_config  # noqa: E402
+from unitgan.data.mnistm import build_mnistm  # noqa: E402
+from unitgan.train.da import train_da  # noqa: E402
+
+PAIRS = {"mnist2mnistm": "da_mnist2mnistm", "mnist2digits": "da_mnist2digits"}
+METHODS = {"source-only": ["da.source_only=true"], "UNIT-DA": ["da.source_only=false"]}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--data", type=Path, default=DATA_DIR, help="folder with mnist.npz and sklearn_digits.npz")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_da")
+    p.add_argument("--mnistm-limit", type=int, default=0, help="digits per split of the built MNIST-M (0 = all)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run (e.g. train.steps=100)")
+    return p.parse_args(argv)
+
+
+def pair_data(pair: str, args: argparse.Namespace) -> list[str]:
+    """Overrides pointing the pair's preset at the data folder (building the MNIST-M-style target if needed)."""
+    mnist = args.data / "mnist.npz"
+    if pair == "mnist2mnistm":
+        target = args.out / "data" / "mnistm.npz"
+        if not target.is_file():
+            print(f"building {target} from {mnist} ...", flush=True)
+            build_mnistm(mnist, target, seed=0, limit=args.mnistm_limit)
+        return [f"data.a={mnist}", f"data.b={target}"]
+    return [f"data.a={mnist}", f"data.b={args.data / 'sklearn_digits.npz'}"]
+
+
+def run_one(pair: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    run_dir = args.out / f"{pair}_{method}_seed{seed}"
+    overrides = [f"train.out_dir={run_dir}", f"train.seed={seed}", *pair_data(pair, args), *METHODS[method]]
+    cfg = load_config(PAIRS[pair], [*overrides, *args.overrides])
+    with cpu_timer() as t:
+        result = train_da(cfg, progress=False)
+    if result.interrupted:
+        raise KeyboardInterrupt  # a stopped run is not a result; rerun the command to redo it
+    r = json.loads((run_dir / "da_results.json").read_text())
+    return {"target_acc": r["target_acc"], "source_acc": r["source_acc"], "steps": r["step"], **t}
+
+
+def table(results: dict, pairs: list[str]) -> str:
+    rows = []
+    for pair in pairs:
+        cells = [pair]
+        steps, cpu = [], []
+        for method in METHODS:
+            runs = [r for k, r in results.items() if k.rsplit("/", 1)[0] == f"{pair}/{method}"]
+            cells.append(fmt([r["target_acc"] for r in runs], 100, 1) + (f" ({len(runs)})" if runs else ""))
+            steps += [str(r["steps"]) for r in runs[:1]]
+            cpu.append(f"{sum(r['cpu_s'] for r in runs) / len(runs) / 60:.1f}" if runs else "-")
+        rows.append([*cells, " / ".join(steps), " / ".join(cpu)])
+    header = ["pair", "source-only (seeds)", "UNIT-DA (seeds)", "steps (SO / DA)", "CPU min / run (SO / DA)"]
+    return markdown_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup(args.threads)
+    results_path = args.out / "results.json"
+    results = load_results(results_path)
+    todo = [(p, m, s) for s in args.seeds for p in args.pairs for m in args.methods if f"{p}/{m}/{s}" not in results]
+    print(f"domain adaptation: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
+    for i, (pair, method, seed) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {pair}, {method}, seed {seed} ...", flush=True)
+        r = run_one(pair, method, seed, args)
+        results[f"{pair}/{method}/{seed}"] = r
+        save_results(results_path, results)
+        print(
+            f"    target acc {100 * r['target_acc']:.2f}%  source acc {100 * r['source_acc']:.2f}%  "
+            f"({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min)",
+            flush=True,
+        )
+    text = "Target test accuracy (%), mean ± std over seeds, last step\n\n" + table(results, args.pairs)
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

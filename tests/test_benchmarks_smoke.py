@@ -1,0 +1,102 @@
+"""Each benchmark script end to end on tiny settings (seconds): progress printed, results and table written."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str):
+    """Import a benchmark script as a module (its folder goes on sys.path for ``_common``)."""
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY_UNIT = [
+    "train.steps=2",
+    "train.log_every=1",
+    "model.ch=4",
+    "model.n_res=2",
+    "model.dis_ch=4",
+    "model.dis_n_layers=2",
+    "data.crop_size=16",
+    "data.batch_size=2",
+    "data.synthetic_train=8",
+    "data.synthetic_test=3",
+]
+
+
+def test_ablation_smoke(tmp_path, capsys):
+    bench = _script("ablation")
+    out = tmp_path / "abl"
+    assert bench.main(["--seeds", "0", "--variants", "full UNIT", "no KL", "--out", str(out), *TINY_UNIT]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"full UNIT/0", "no KL/0"}
+    assert all(0 <= r["a2b"] <= 1 and 0 <= r["b2a"] <= 1 and r["steps"] == 2 for r in results.values())
+    text = capsys.readouterr().out
+    assert "[1/2] full UNIT, seed 0" in text and "| no KL |" in text
+    # a rerun skips finished runs
+    assert bench.main(["--seeds", "0", "--variants", "full UNIT", "--out", str(out), *TINY_UNIT]) == 0
+    assert "0 run(s) to do" in capsys.readouterr().out
+
+
+def test_ablation_variants_change_the_config(tmp_path):
+    from unitgan.config import load_config
+
+    bench = _script("ablation")
+    cfgs = {name: load_config("demo", overrides) for name, overrides in bench.VARIANTS.items()}
+    assert cfgs["no weight sharing"].model.n_shared == 0
+    assert cfgs["no cycle terms"].loss.cyc_recon_w == 0 and cfgs["no cycle terms"].loss.cyc_kl_w == 0
+    assert cfgs["no KL"].loss.kl_w == 0 and cfgs["no KL"].loss.cyc_kl_w == 0
+    assert cfgs["full UNIT"].model.n_shared >= 1
+
+
+def _digits(path: Path, n: int, size: int, split: bool) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (n, size, size), dtype=np.uint8)
+    y = rng.integers(0, 10, n)
+    if split:
+        np.savez(path, x_train=x, y_train=y, x_test=x[: n // 2], y_test=y[: n // 2])
+    else:
+        np.savez(path, x=x, y=y)
+
+
+def test_da_digits_smoke(tmp_path, capsys):
+    pytest.importorskip("skimage")
+    data = tmp_path / "data"
+    data.mkdir()
+    _digits(data / "mnist.npz", 12, 28, split=True)
+    _digits(data / "sklearn_digits.npz", 10, 8, split=False)
+    bench = _script("da_digits")
+    out = tmp_path / "da"
+    tiny = ["train.steps=2", "train.log_every=1", "data.batch_size=4", "model.ch=4", "model.dis_ch=4", "model.n_res=1"]
+    assert bench.main(["--data", str(data), "--out", str(out), "--seeds", "0", "--", *tiny]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 4  # two pairs x (source-only, UNIT-DA)
+    assert all(0 <= r["target_acc"] <= 1 and r["cpu_s"] > 0 for r in results.values())
+    assert (out / "data" / "mnistm.npz").is_file()
+    text = capsys.readouterr().out
+    assert "mnist2mnistm, UNIT-DA, seed 0" in text and "| mnist2digits |" in text
+
+
+def test_make_mnistm_smoke(tmp_path):
+    pytest.importorskip("skimage")
+    _digits(tmp_path / "mnist.npz", 6, 28, split=True)
+    bench = _script("make_mnistm")
+    out = tmp_path / "m.npz"
+    assert bench.main(["--mnist", str(tmp_path / "mnist.npz"), "--out", str(out), "--limit", "4"]) == 0
+    with np.load(out) as z:
+        assert z["x_train"].shape == (4, 28, 28, 3)

@@ -1,0 +1,190 @@
+"""UNIT-DA: the discriminator with a shared trunk, the trainer, the loop, evaluation, the MNIST-M builder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unitgan.config import load_config
+from unitgan.data.mnistm import blend
+from unitgan.errors import UnitganError
+from unitgan.models.da import DADiscriminator
+from unitgan.train.da import DATrainer, train_da
+
+torch.set_num_threads(1)
+
+
+def _digits_npz(path: Path, n: int, size: int, channels: int, labels: bool, seed: int) -> Path:
+    """Random 'digits' whose brightness pattern depends on the label (so a classifier can learn them)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split in ("train", "test"):
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 60, (n, size, size) + ((channels,) if channels == 3 else ())).astype(np.uint8)
+        for i, label in enumerate(y):
+            x[i, label * size // 3 : (label + 1) * size // 3] = 250  # a bright band at a label-specific row
+        arrays[f"x_{split}"] = x
+        if labels or split == "test":
+            arrays[f"y_{split}"] = y
+    np.savez(path, **arrays)
+    return path
+
+
+def _da_config(tmp_path: Path, *extra: str):
+    a = _digits_npz(tmp_path / "src.npz", 16, 12, 1, labels=True, seed=0)
+    b = _digits_npz(tmp_path / "tgt.npz", 16, 12, 3, labels=False, seed=1)  # no target train labels at all
+    return load_config(
+        "da_mnist2mnistm",
+        [
+            f"data.a={a}",
+            f"data.b={b}",
+            f"train.out_dir={tmp_path / 'run'}",
+            "train.steps=3",
+            "train.ckpt_every=2",
+            "train.log_every=1",
+            "data.crop_size=16",
+            "data.batch_size=4",
+            "model.ch=4",
+            "model.dis_ch=4",
+            "model.n_res=1",
+            "da.n_classes=3",
+            *extra,
+        ],
+    )
+
+
+def test_discriminator_shares_trunk_and_heads(tmp_path):
+    cfg = _da_config(tmp_path)
+    dis = DADiscriminator(cfg)
+    x = torch.randn(2, 3, 16, 16)
+    scores, logits, h = dis(x, "a")
+    assert scores[0].shape == (2, 1, 2, 2) and logits.shape == (2, 3) and h.shape == (2, 16, 2, 2)
+    # the private first layers differ, the trunk is one module: a change to it changes both domains' outputs
+    assert dis.private_a[0][1].weight.data_ptr() != dis.private_b[0][1].weight.data_ptr()
+    before_a, before_b = dis.classify(x, "a"), dis.classify(x, "b")
+    with torch.no_grad():
+        for p in dis.shared.parameters():
+            p.add_(0.5)
+    assert not torch.allclose(dis.classify(x, "a"), before_a)
+    assert not torch.allclose(dis.classify(x, "b"), before_b)
+
+
+def test_train_step_uses_source_labels_and_is_finite(tmp_path):
+    cfg = _da_config(tmp_path)
+    trainer = DATrainer(cfg, torch.device("cpu"))
+    x_a, y_a, x_b = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0]), torch.randn(4, 3, 16, 16)
+    stats = trainer.train_step(x_a, y_a, x_b)
+    for key in ("cls_a", "cls_ab", "dis_a", "dis_b", "gan_a", "gan_b", "recon_a", "kl_b", "feat"):
+        assert torch.isfinite(stats[key]), key
+    assert trainer.eval_domain == "b"
+
+
+def test_source_only_step_trains_only_the_source_path(tmp_path):
+    cfg = _da_config(tmp_path, "da.source_only=true")
+    trainer = DATrainer(cfg, torch.device("cpu"))
+    gen_before = [p.clone() for p in trainer.gen.parameters()]
+    private_b = [p.clone() for p in trainer.dis.private_b.parameters()]
+    stats = trainer.train_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0]), torch.randn(4, 3, 16, 16))
+    assert set(stats) == {"cls_a"}
+    assert all(torch.equal(a, b) for a, b in zip(gen_before, trainer.gen.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(private_b, trainer.dis.private_b.parameters(), strict=True))
+    assert trainer.eval_domain == "a"
+
+
+@pytest.mark.parametrize("source_only", [False, True])
+def test_train_da_end_to_end_and_resume(tmp_path, source_only):
+    cfg = _da_config(tmp_path, f"da.source_only={str(source_only).lower()}")
+    result = train_da(cfg, progress=False)
+    assert result.step == 3 and result.checkpoint is not None and result.checkpoint.is_file()
+    res = json.loads((result.run_dir / "da_results.json").read_text())
+    assert 0 <= res["target_acc"] <= 1 and res["n_target_test"] == 16
+    cfg.train.steps = 4  # resume: one more step from the checkpoint of step 3
+    assert train_da(cfg, progress=False).step == 4
+
+
+def test_train_dispatches_to_da(tmp_path):
+    from unitgan.train.loop import train
+
+    cfg = _da_config(tmp_path, "train.steps=1")
+    assert train(cfg, progress=False).step == 1
+    assert (tmp_path / "run" / "da_results.json").is_file()
+
+
+def test_evaluate_checkpoint_reports_target_accuracy(tmp_path):
+    from unitgan.cli import main
+
+    cfg = _da_config(tmp_path, "train.steps=1")
+    ckpt = train_da(cfg, progress=False).checkpoint
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["domain_adaptation"]
+    assert 0 <= res["target_acc"] <= 1
+
+
+def test_da_config_errors(tmp_path):
+    with pytest.raises(UnitganError, match="da.enabled"):
+        load_config("demo", ["da.enabled=true"])
+    with pytest.raises(UnitganError, match="da.dis_n_private"):
+        load_config("da_mnist2mnistm", ["da.dis_n_private=3"])
+    cfg = _da_config(tmp_path, "da.source_only=true", "model.input_nc_a=1")
+    with pytest.raises(UnitganError, match="da.source_only"):
+        train_da(cfg, progress=False)
+
+
+def test_unlabelled_source_is_refused(tmp_path):
+    cfg = _da_config(tmp_path)
+    cfg.data.a = str(_digits_npz(tmp_path / "nolabels.npz", 8, 12, 1, labels=False, seed=2))
+    with pytest.raises(UnitganError, match="no labels"):
+        train_da(cfg, progress=False)
+
+
+def test_mnistm_blend_is_abs_difference():
+    photo = np.full((10, 10, 3), [200, 100, 0], dtype=np.uint8)
+    digit = np.zeros((1, 4, 4), dtype=np.uint8)
+    digit[0, 1:3, 1:3] = 255
+    out = blend(digit, [photo], np.random.default_rng(0))
+    assert out.shape == (1, 4, 4, 3)
+    assert out[0, 0, 0].tolist() == [200, 100, 0]  # background: the photo
+    assert out[0, 1, 1].tolist() == [55, 155, 255]  # stroke: |photo - 255|
+
+
+def test_build_mnistm_writes_splits(tmp_path):
+    pytest.importorskip("skimage")
+    from unitgan.data.mnistm import build_mnistm
+
+    src = tmp_path / "mnist.npz"
+    rng = np.random.default_rng(0)
+    np.savez(
+        src,
+        x_train=rng.integers(0, 255, (5, 28, 28), dtype=np.uint8),
+        y_train=np.arange(5),
+        x_test=rng.integers(0, 255, (3, 28, 28), dtype=np.uint8),
+        y_test=np.arange(3),
+    )
+    out = build_mnistm(src, tmp_path / "m.npz", limit=4)
+    with np.load(out) as z:
+        assert z["x_train"].shape == (4, 28, 28, 3) and z["x_test"].shape == (3, 28, 28, 3)
+        assert z["y_train"].tolist() == [0, 1, 2, 3]
+
+
+def test_interrupted_run_checkpoints_and_resumes(tmp_path, monkeypatch):
+    cfg = _da_config(tmp_path, "train.steps=4", "train.ckpt_every=10")
+    original = DATrainer.train_step
+    calls = {"n": 0}
+
+    def stop_at_third(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(DATrainer, "train_step", stop_at_third)
+    result = train_da(cfg, progress=False)
+    assert result.interrupted and result.step == 2 and result.checkpoint.name == "ckpt_000000002.pt"
+    assert not (result.run_dir / "da_results.json").exists()
+    monkeypatch.setattr(DATrainer, "train_step", original)
+    assert train_da(cfg, progress=False).step == 4  # the same command resumes
