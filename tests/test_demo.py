@@ -15,13 +15,11 @@ def test_demo_short_run_learns_and_writes_the_page(tmp_path, capsys):
             "--out",
             str(out),
             "--no-progress",
-            "train.steps=150",
-            "model.ch=8",
-            "model.dis_ch=8",
-            "data.batch_size=4",
+            "train.steps=500",
             "train.threads=1",
             "train.log_every=25",
-            "train.image_every=150",
+            "train.image_every=500",
+            "train.ckpt_every=500",
         ]
     )
     text = capsys.readouterr().out
@@ -29,10 +27,11 @@ def test_demo_short_run_learns_and_writes_the_page(tmp_path, capsys):
     assert "shape pixels" in text and "untrained network" in text
     results = json.loads((out / "results.json").read_text())
     unit, untrained = results["unit"], results["baselines"]["untrained network"]
-    # 250 steps (a sixteenth of the demo) already paint shapes and backgrounds far better than chance
-    assert unit["a2b"] > untrained["a2b"] + 0.1, results
-    assert unit["a2b_shapes"] > untrained["a2b_shapes"] + 0.1, results
-    assert unit["b2a_shapes"] > untrained["b2a_shapes"] + 0.03, results
+    # 500 steps (a sixth of the demo) already paint shapes and backgrounds far better than chance
+    # (measured with 1 thread: A->B 0.687, shapes 0.364; B->A shapes 0.158 against 0.066 untrained)
+    assert unit["a2b"] > untrained["a2b"] + 0.4, results
+    assert unit["a2b_shapes"] > untrained["a2b_shapes"] + 0.2, results
+    assert unit["b2a_shapes"] > untrained["b2a_shapes"] + 0.05, results
     page = (out / "index.html").read_text()
     assert page.count("<img") >= 3 * 2 * 8 and "loss.png" in page
     assert (out / "loss.png").is_file() and (out / "examples" / "ab_000.png").is_file()

@@ -207,15 +207,6 @@ def cmd_serve(args) -> int:
     return 0
 
 
-COMMANDS = {
-    "train": cmd_train,
-    "translate": cmd_translate,
-    "demo": cmd_demo,
-    "export": cmd_export,
-    "serve": cmd_serve,
-}
-
-
 def cmd_evaluate(args) -> int:
     import json
 
@@ -248,7 +239,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "translate": cmd_translate, "demo": cmd_demo, "evaluate": cmd_evaluate}
+COMMANDS = {
+    "train": cmd_train,
+    "translate": cmd_translate,
+    "evaluate": cmd_evaluate,
+    "demo": cmd_demo,
+    "export": cmd_export,
+    "serve": cmd_serve,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,7 +133,8 @@ def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> Ev
         report.results["pixel_accuracy_a2b"] = _pixel(x_ab, x_b, opts.threshold)
         report.results["pixel_accuracy_b2a"] = _pixel(x_ba, x_a, opts.threshold)
     if cfg.data.source == "folder":
-        files_a, files_b = ds_a.files[: len(x_a)], ds_b.files[: len(x_b)]
+        files_a = [ds_a.files[i] for i in range(len(x_a))]
+        files_b = [ds_b.files[i] for i in range(len(x_b))]
         if opts.gt_a2b:
             gt = _ground_truth(opts.gt_a2b, files_a, cfg.model.input_nc_b, tuple(x_ab.shape[-2:]))
             report.results["pixel_accuracy_a2b"] = _pixel(x_ab, gt, opts.threshold)
