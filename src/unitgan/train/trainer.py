@@ -15,6 +15,7 @@ from torch import nn
 from unitgan.config import Config
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import MultiScaleDiscriminator, UNITGenerator
+from unitgan.train.perf import check_precision
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -54,6 +55,7 @@ class UNITTrainer(nn.Module):
         self.dis_a = MultiScaleDiscriminator(m, m.input_nc_a)
         self.dis_b = MultiScaleDiscriminator(m, m.input_nc_b)
         self.to(device)
+        check_precision(device, cfg.train.precision)
         if cfg.train.channels_last:
             self.to(memory_format=torch.channels_last)
         if cfg.train.compile:  # in place: state-dict keys stay those of the plain modules
@@ -96,8 +98,9 @@ class UNITTrainer(nn.Module):
         mu_a = g.encode(x_a, "a")  # [N, C, h, w]
         mu_b = g.encode(x_b, "b")
         z = UNITGenerator.sample(torch.cat([mu_a, mu_b]))  # [2N, C, h, w]: z_a then z_b
-        x_aa, x_ba = g.decode(z, "a").split(n)  # [N, Ca, H, W] each
-        x_ab, x_bb = g.decode(z, "b").split(n)
+        h = g.dec_shared(z)  # the shared generator blocks run once for both decoders
+        x_aa, x_ba = g.dec_a(h).split(n)  # [N, Ca, H, W] each
+        x_ab, x_bb = g.dec_b(h).split(n)
         mu_ba = g.encode(x_ba, "a")
         mu_ab = g.encode(x_ab, "b")
         x_aba = g.decode(UNITGenerator.sample(mu_ab), "a")
@@ -143,7 +146,6 @@ class UNITTrainer(nn.Module):
         self.scaler.update()
         self.sched_gen.step()
         self.sched_dis.step()
-        self._last = out
         return {
             "loss_g": loss_g.detach(),
             "loss_d": loss_d.detach(),
