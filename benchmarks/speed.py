@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
     p.add_argument("--channels-last", choices=["auto", "on", "off", "both"], default="auto",
                    help="auto: channels_last for bf16/fp16 and on CUDA, NCHW for fp32 on a CPU")  # fmt: skip
+    p.add_argument("--set", nargs="*", default=["optim.fused=true"], metavar="KEY=VALUE",
+                   help="config overrides for the unitgan rows (default: fused Adam)")  # fmt: skip
     p.add_argument("--authors", action="store_true", help="add the emulated authors' step (fp32, eager)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per row (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
@@ -321,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         args.steps, args.warmup, args.translate_reps, args.peak_reps = 2, 1, 1, 1
     base = {"device": str(device), "threads": args.threads, "tiny": args.quick}
     print(f"# machine: {machine_description(device)}; threads {args.threads or torch.get_num_threads()}")
+    print(f"# unitgan rows use: {' '.join(args.set) or 'the presets as they are'}; batches are random tensors")
 
     peaks = {}
     for prec in args.precisions:
@@ -341,12 +344,13 @@ def main(argv: list[str] | None = None) -> None:
         config, size, batch = row.split(":")
         r = {"config": config, "size": int(size), "batch": int(batch)}
         if args.authors:
-            jobs.append({**r, "precision": "fp32", "compile": False, "channels_last": False, "authors": True})
+            jobs.append({**r, "precision": "fp32", "compile": False, "channels_last": False, "authors": True,
+                         "overrides": []})  # fmt: skip
         for prec in args.precisions:
             for mode in args.modes:
                 for cl in layouts(prec):
                     jobs.append({**r, "precision": prec, "compile": mode == "compiled", "channels_last": cl,
-                                 "authors": False})  # fmt: skip
+                                 "authors": False, "overrides": args.set})  # fmt: skip
     flops: dict[tuple, float] = {}
     header = (
         f"| {'config':<12}| {'size':>4} | {'batch':>5} | {'step':<24}| {'prec':<4} | {'mode':<8} | {'NHWC':<4} "

@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from unitgan.data import build_domain
 from unitgan.inference import Translator
+from unitgan.models.layers import LayerNorm2d
 from unitgan.train.trainer import UNITTrainer
 
 
@@ -42,8 +43,9 @@ def _step_is_finite(cfg) -> dict[str, torch.Tensor]:
         {"train.precision": "fp16"},
         {"train.channels_last": "true"},
         {"train.precision": "bf16", "train.channels_last": "true"},
+        {"optim.fused": "true"},
     ],
-    ids=["bf16", "fp16", "channels_last", "bf16+channels_last"],
+    ids=["bf16", "fp16", "channels_last", "bf16+channels_last", "fused_adam"],
 )
 def test_speed_option_trains_with_finite_losses(tmp_path, options):
     _step_is_finite(tiny_config(tmp_path, **options))
@@ -157,3 +159,30 @@ def test_translation_is_batched_and_precise(tmp_path, precision):
     one = translator.translate(x_a[1:2], "a2b")
     tol = 1e-5 if precision == "fp32" else 2e-2
     torch.testing.assert_close(y[1:2], one, rtol=tol, atol=tol)
+
+
+def test_fused_adam_matches_the_plain_one(tmp_path):
+    x_a, x_b = _batch(tiny_config(tmp_path))
+    params = []
+    for fused in ("false", "true"):
+        torch.manual_seed(0)
+        trainer = UNITTrainer(tiny_config(tmp_path, **{"optim.fused": fused}), torch.device("cpu"))
+        assert trainer.opt_gen.defaults.get("fused") == (fused == "true" or None)
+        for _ in range(3):
+            trainer.train_step(x_a, x_b)
+        params.append([p.detach() for p in trainer.parameters()])
+    for p, q in zip(*params, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_layer_norm_is_the_per_sample_formula():
+    torch.manual_seed(0)
+    norm = LayerNorm2d(6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(3, 6, 5, 4) * 3 + 1
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    var = x.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+    expected = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -16,10 +17,8 @@ class LayerNorm2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W]
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        var = x.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        # group norm with one group is exactly this, in one fused kernel instead of seven passes
+        return F.group_norm(x, 1, self.weight, self.bias, self.eps)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

