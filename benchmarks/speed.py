@@ -65,8 +65,10 @@ def _peak_memory_mib(device: torch.device) -> dict[str, float]:
     return {"peak_mib": hwm if hwm is not None else maxrss, "maxrss_mib": maxrss, "peak_kind": "VmHWM"}
 
 
-def conv_peak(device: torch.device, precision: str, reps: int) -> dict[str, float]:
-    """GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 64x64, batch 1, forward), best layout."""
+def conv_peak(device: torch.device, precision: str, reps: int, budget_s: float = 20.0) -> dict[str, float]:
+    """GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 64x64, batch 1, forward), best layout.
+
+    Stops a layout early once ``budget_s`` is spent (emulated bf16 on a CPU takes tens of seconds per call)."""
     from unitgan.train.trainer import autocast
 
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device)
@@ -76,7 +78,8 @@ def conv_peak(device: torch.device, precision: str, reps: int) -> dict[str, floa
     for layout in ("nchw", "nhwc"):
         fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
         c, xi = conv.to(memory_format=fmt), x.contiguous(memory_format=fmt)
-        times = []
+        times: list[float] = []
+        t_layout = time.perf_counter()
         with torch.inference_mode(), autocast(device, precision):
             for i in range(reps + 1):
                 _sync(device)
@@ -85,6 +88,8 @@ def conv_peak(device: torch.device, precision: str, reps: int) -> dict[str, floa
                 _sync(device)
                 if i:  # the first call is warm-up
                     times.append(time.perf_counter() - t)
+                if time.perf_counter() - t_layout > budget_s and times:
+                    break
         best[layout] = flop / min(times) / 1e9
     return {"peak_gflops": max(best.values()), **{f"peak_{k}_gflops": v for k, v in best.items()}}
 

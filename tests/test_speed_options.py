@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tiny_config
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from unitgan.data import build_domain
 from unitgan.inference import Translator
-from unitgan.models.layers import LayerNorm2d
+from unitgan.models.layers import ConvBlock, LayerNorm2d
 from unitgan.train.trainer import UNITTrainer
 
 
@@ -186,3 +187,15 @@ def test_layer_norm_is_the_per_sample_formula():
     var = x.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
     expected = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
     torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (7, 1), (4, 2)])
+def test_zero_padding_inside_the_conv_equals_an_explicit_pad(kernel, stride):
+    torch.manual_seed(0)
+    block = ConvBlock(3, 5, kernel, stride, "none", "lrelu", "zero")
+    assert set(block.state_dict()) == {"1.weight", "1.bias"}  # the keys of the reflect-padded block
+    conv = block[1]
+    x = torch.randn(2, 3, 12, 12)
+    pad = (kernel - 1) // 2
+    expected = F.leaky_relu(F.conv2d(F.pad(x, (pad,) * 4), conv.weight, conv.bias, stride), 0.2)
+    torch.testing.assert_close(block(x), expected)

@@ -35,9 +35,9 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 
 def make_activation(kind: str) -> nn.Module:
     if kind == "lrelu":
-        return nn.LeakyReLU(0.2, inplace=False)
+        return nn.LeakyReLU(0.2, inplace=True)  # saves only its output, which the next conv keeps anyway
     if kind == "relu":
-        return nn.ReLU(inplace=False)
+        return nn.ReLU(inplace=True)
     if kind == "tanh":
         return nn.Tanh()
     if kind == "none":
@@ -60,10 +60,14 @@ class ConvBlock(nn.Sequential):
     ):
         pad = (kernel - 1) // 2  # 'same' for odd kernels; halves the size exactly for k=4, s=2
         layers: list[nn.Module] = []
-        if pad:
-            layers.append(nn.ReflectionPad2d(pad) if pad_type == "reflect" else nn.ZeroPad2d(pad))
+        conv_pad = 0
+        if pad and pad_type == "reflect":
+            layers.append(nn.ReflectionPad2d(pad))
+        elif pad:  # zero padding inside the conv: no padded copy made and kept for backward
+            layers.append(nn.Identity())  # keeps the layer indices (state-dict keys) of the reflect case
+            conv_pad = pad
         layers += [
-            nn.Conv2d(in_ch, out_ch, kernel, stride, bias=norm in ("none", "layer")),
+            nn.Conv2d(in_ch, out_ch, kernel, stride, padding=conv_pad, bias=norm in ("none", "layer")),
             make_norm(norm, out_ch),
             make_activation(activ),
         ]
