@@ -8,12 +8,16 @@ Every row runs in a fresh subprocess, so its peak memory is its own. A row repor
 
 - ``step_s``: median wall time of one training step (one E/G update + one D update) after warm-up;
   batches are random tensors already in memory (the data pipeline is not timed);
+- ``cpu_s``: CPU seconds the row's process spent per step, all threads together (with one thread, a
+  figure that other jobs on the machine disturb much less than the wall time);
 - ``img_s``: training images per second (both domains: 2 x batch per step);
 - ``tr_img_s``: translation images per second (``Translator.translate``, inference mode, same precision);
 - ``tflop``: FLOPs of one training step, counted by ``torch.utils.flop_counter.FlopCounterMode``
   (convolutions and matmuls, forward and backward of both updates);
 - ``util``: achieved FLOP/s as a fraction of the peak of a large 3x3 convolution (256 channels, 64x64,
   batch 1, forward) measured by this script in the same run and the same precision (best of NCHW/NHWC);
+- ``util CPU``: the same ratio with CPU seconds in place of wall seconds (step and peak alike), which
+  other jobs on a shared machine disturb less;
 - ``peak_mib``: on CPU the peak resident set of the row's process (``VmHWM`` from /proc/self/status, which
   ``ru_maxrss`` agrees with), Python and torch included; on CUDA ``torch.cuda.max_memory_allocated``.
 
@@ -74,24 +78,31 @@ def conv_peak(device: torch.device, precision: str, reps: int, budget_s: float =
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device)
     x = torch.randn(1, 256, 64, 64, device=device)
     flop = 2 * 256 * 256 * 9 * 64 * 64
-    best = {}
+    best, best_cpu = {}, {}
     for layout in ("nchw", "nhwc"):
         fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
         c, xi = conv.to(memory_format=fmt), x.contiguous(memory_format=fmt)
         times: list[float] = []
+        cpu: list[float] = []
         t_layout = time.perf_counter()
         with torch.inference_mode(), autocast(device, precision):
             for i in range(reps + 1):
                 _sync(device)
-                t = time.perf_counter()
+                t, t_cpu = time.perf_counter(), time.process_time()
                 c(xi)
                 _sync(device)
                 if i:  # the first call is warm-up
                     times.append(time.perf_counter() - t)
+                    cpu.append(time.process_time() - t_cpu)
                 if time.perf_counter() - t_layout > budget_s and times:
                     break
         best[layout] = flop / min(times) / 1e9
-    return {"peak_gflops": max(best.values()), **{f"peak_{k}_gflops": v for k, v in best.items()}}
+        best_cpu[layout] = flop / min(cpu) / 1e9
+    return {
+        "peak_gflops": max(best.values()),
+        "peak_cpu_gflops": max(best_cpu.values()),  # per CPU second (all threads together)
+        **{f"peak_{k}_gflops": v for k, v in best.items()},
+    }
 
 
 def _batch(cfg, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,11 +204,11 @@ def run_row(spec: dict) -> dict:
     trainer = UNITTrainer(cfg, device)
     x_a, x_b = _batch(cfg, device, 1)
     step = (lambda: authors_step(trainer, x_a, x_b)) if spec["authors"] else (lambda: trainer.train_step(x_a, x_b))
-    times = []
+    times, cpu_times = [], []
     t_first = None
     for i in range(spec["warmup"] + spec["steps"]):
         _sync(device)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         stats = step()
         _sync(device)
         dt = time.perf_counter() - t
@@ -205,6 +216,7 @@ def run_row(spec: dict) -> dict:
             t_first = dt
         if i >= spec["warmup"]:
             times.append(dt)
+            cpu_times.append(time.process_time() - c)
     finite = all(bool(torch.isfinite(v).all()) for v in stats.values())
 
     # translation throughput: batched, inference mode, same precision (and the same compiled modules)
@@ -225,6 +237,7 @@ def run_row(spec: dict) -> dict:
     return {
         "step_s": step_s,
         "step_min_s": min(times),
+        "cpu_s": statistics.median(cpu_times),  # CPU seconds of this process per step (all its threads)
         "first_step_s": t_first,
         "img_s": 2 * cfg.data.batch_size / step_s,
         "tr_img_s": tb / statistics.median(tr_times),
@@ -335,7 +348,8 @@ def main(argv: list[str] | None = None) -> None:
         peaks[prec] = _spawn({**base, "job": "peak", "precision": prec, "reps": args.peak_reps}, args.timeout)
         pk = peaks[prec]
         print(f"# conv peak {prec}: " + (pk.get("error") or f"{pk['peak_gflops']:.1f} GFLOP/s "
-              f"(NCHW {pk['peak_nchw_gflops']:.1f}, NHWC {pk['peak_nhwc_gflops']:.1f}); load {_load()}"), flush=True)  # fmt: skip
+              f"(NCHW {pk['peak_nchw_gflops']:.1f}, NHWC {pk['peak_nhwc_gflops']:.1f}); "
+              f"{pk['peak_cpu_gflops']:.1f} GFLOP per CPU second; load {_load()}"), flush=True)  # fmt: skip
 
     def layouts(prec: str) -> list[bool]:
         if args.channels_last == "both":
@@ -359,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     flops: dict[tuple, float] = {}
     header = (
         f"| {'config':<12}| {'size':>4} | {'batch':>5} | {'step':<24}| {'prec':<4} | {'mode':<8} | {'NHWC':<4} "
-        f"| {'s/step':>7} | {'img/s':>6} | {'transl. img/s':>13} | {'GFLOP/step':>10} | {'util':>5} "
+        f"| {'s/step':>7} | {'CPU s':>7} | {'img/s':>6} | {'transl. img/s':>13} | {'GFLOP/step':>10} | {'util':>5} | {'util CPU':>8} "
         f"| {'peak MiB':>8} | {'start MiB':>9} | {'load avg':<14} |"
     )
     print(header)
@@ -394,10 +408,11 @@ def main(argv: list[str] | None = None) -> None:
             continue
         pk = peaks.get(job["precision"], {}).get("peak_gflops", float("nan"))
         util = res["flop"] / res["step_s"] / 1e9 / pk
-        res["util"] = util
+        pk_cpu = peaks.get(job["precision"], {}).get("peak_cpu_gflops", float("nan"))
+        res["util"], res["util_cpu"] = util, res["flop"] / res["cpu_s"] / 1e9 / pk_cpu
         print(
-            lead + f"| {res['step_s']:>7.2f} | {res['img_s']:>6.2f} | {res['tr_img_s']:>13.2f} "
-            f"| {res['flop'] / 1e9:>10.1f} | {util:>5.0%} | {res['peak_mib']:>8.0f} | {res['start_mib']:>9.0f} "
+            lead + f"| {res['step_s']:>7.2f} | {res['cpu_s']:>7.2f} | {res['img_s']:>6.2f} | {res['tr_img_s']:>13.2f} "
+            f"| {res['flop'] / 1e9:>10.1f} | {util:>5.0%} | {res['util_cpu']:>8.0%} | {res['peak_mib']:>8.0f} | {res['start_mib']:>9.0f} "
             f"| {load_before:<14} |" + ("" if res["finite"] else " NON-FINITE LOSS"),
             flush=True,
         )
