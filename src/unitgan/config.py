@@ -79,7 +79,7 @@ class OptimConfig:
     lr_step: int = 100_000  # multiply the lr by lr_gamma every lr_step steps (0 = constant)
     lr_gamma: float = 0.5
     grad_clip: float = 0.0  # max grad norm; 0 = off
-    fused: bool = False  # fused Adam kernel (CUDA) / foreach implementation otherwise
+    fused: bool = False  # fused Adam kernel (CUDA, CPU) / foreach implementation otherwise
 
 
 @dataclass

@@ -15,6 +15,7 @@ from unitgan.data.io import IMAGE_EXTENSIONS, list_images, load_image, pil_to_te
 from unitgan.errors import UnitganError
 from unitgan.models import UNITGenerator
 from unitgan.train.checkpoint import load_checkpoint
+from unitgan.train.perf import check_precision
 from unitgan.train.trainer import autocast, resolve_device
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class Translator:
         self.cfg = cfg
         self.device = device
         self.precision = precision
+        check_precision(device, precision)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:

@@ -23,6 +23,8 @@ from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import MultiScaleDiscriminator, UNITGenerator
 from unitgan.models.layers import ResBlock
 
+from unitgan.train.perf import check_precision
+
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,8 +75,9 @@ def _gen_forward(g: UNITGenerator, x_a: torch.Tensor, x_b: torch.Tensor) -> GenO
     mu_a = g.encode(x_a, "a")  # [N, C, h, w]
     mu_b = g.encode(x_b, "b")
     z = UNITGenerator.sample(torch.cat([mu_a, mu_b]))  # [2N, C, h, w]: z_a then z_b
-    x_aa, x_ba = g.decode(z, "a").split(n)  # [N, Ca, H, W] each
-    x_ab, x_bb = g.decode(z, "b").split(n)
+    h = g.dec_shared(z)  # the shared generator blocks run once for both decoders
+    x_aa, x_ba = g.dec_a(h).split(n)  # [N, Ca, H, W] each
+    x_ab, x_bb = g.dec_b(h).split(n)
     mu_ba = g.encode(x_ba, "a")
     mu_ab = g.encode(x_ab, "b")
     x_aba = g.decode(UNITGenerator.sample(mu_ab), "a")
@@ -139,6 +142,7 @@ class UNITTrainer(nn.Module):
                 if isinstance(module, ResBlock):
                     module.checkpointing = True
         self.to(device)
+        check_precision(device, cfg.train.precision)
         if cfg.train.channels_last:
             self.to(memory_format=torch.channels_last)
         if cfg.train.compile:  # in place: state-dict keys stay those of the plain modules
@@ -156,7 +160,7 @@ class UNITTrainer(nn.Module):
                 module.compile()
 
         adam: dict[str, Any] = {"betas": (o.beta1, o.beta2), "weight_decay": o.weight_decay}
-        if o.fused and device.type == "cuda":
+        if o.fused and device.type in ("cuda", "cpu"):  # one kernel per update (about 4x faster on a CPU)
             adam["fused"] = True
         elif device.type != "cpu":
             adam["foreach"] = True
