@@ -22,7 +22,6 @@ from unitgan.errors import UnitganError
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import MultiScaleDiscriminator, UNITGenerator
 from unitgan.models.layers import ResBlock
-
 from unitgan.train.perf import check_precision
 
 log = logging.getLogger(__name__)
