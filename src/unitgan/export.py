@@ -35,9 +35,8 @@ from torch import nn
 from unitgan import __version__
 from unitgan.config import Config, config_from_dict
 from unitgan.errors import UnitganError
-from unitgan.inference import DIRECTIONS, Translator, check_direction
+from unitgan.inference import DIRECTIONS, Translator, check_direction, load_generator
 from unitgan.models import UNITGenerator
-from unitgan.train.checkpoint import load_checkpoint
 from unitgan.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
@@ -109,17 +108,7 @@ def _io_names(direction: str) -> tuple[str, str]:
 
 def generator_from_checkpoint(path: str | Path) -> tuple[UNITGenerator, Config, int | None]:
     """(generator in eval mode on the CPU, config, training step) from a checkpoint file."""
-    state = load_checkpoint(path)
-    try:
-        cfg = config_from_dict(state["config"])
-    except UnitganError as e:
-        raise UnitganError(f"checkpoint '{path}' holds an invalid config: {e}") from None
-    gen = UNITGenerator(cfg.model)
-    try:
-        gen.load_state_dict(state["gen"])
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UnitganError(f"checkpoint '{path}' does not match its config: {first}") from None
+    gen, cfg, state = load_generator(path)
     step = state.get("step")
     return gen.eval(), cfg, int(step) if step is not None else None
 

@@ -29,6 +29,22 @@ def check_direction(direction: str) -> str:
     return direction
 
 
+def load_generator(path: str | Path) -> tuple[UNITGenerator, Config, dict]:
+    """(generator on the CPU, its config, the whole checkpoint) from a checkpoint file, loaded safely."""
+    state = load_checkpoint(path)
+    try:
+        cfg = config_from_dict(state["config"])
+    except UnitganError as e:
+        raise UnitganError(f"checkpoint '{path}' holds an invalid config: {e}") from None
+    gen = UNITGenerator(cfg.model)
+    try:
+        gen.load_state_dict(state["gen"])
+    except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise UnitganError(f"checkpoint '{path}' does not match its config: {first}") from None
+    return gen, cfg, state
+
+
 class Translator:
     """A UNIT generator ready to translate. ``translate(x, 'a2b')`` takes [N, C, H, W] in [-1, 1]."""
 
@@ -41,17 +57,7 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:
-        state = load_checkpoint(path)
-        try:
-            cfg = config_from_dict(state["config"])
-        except UnitganError as e:
-            raise UnitganError(f"checkpoint '{path}' holds an invalid config: {e}") from None
-        gen = UNITGenerator(cfg.model)
-        try:
-            gen.load_state_dict(state["gen"])
-        except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0]
-            raise UnitganError(f"checkpoint '{path}' does not match its config: {first}") from None
+        gen, cfg, _ = load_generator(path)
         return cls(gen, cfg, resolve_device(device), precision)
 
     def channels(self, domain: str) -> int:
