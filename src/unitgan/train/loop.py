@@ -23,6 +23,7 @@ from unitgan.errors import UnitganError
 from unitgan.train import distributed
 from unitgan.train.checkpoint import checkpoint_dir, load_latest, save_checkpoint
 from unitgan.train.logger import RunLogger
+from unitgan.train.perf import configure_backends
 from unitgan.train.trainer import UNITTrainer
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,7 @@ def _train(cfg: Config, progress: bool, dctx: distributed.DistContext, device: t
         torch.set_num_threads(tc.threads)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not tc.deterministic
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    configure_backends(cfg, device)
 
     torch.manual_seed(tc.seed)
     trainer = UNITTrainer(cfg, device, ddp=dctx.enabled)  # DDP copies rank 0's initial weights to all ranks
