@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import multiprocessing
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,3 +67,49 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def run_all(
+    todo: list[tuple],
+    run_one: Callable[..., dict],
+    args: argparse.Namespace,
+    on_result: Callable[[tuple, dict], None],
+) -> None:
+    """Run ``run_one(*item, args)`` for every item of ``todo``, ``args.jobs`` at a time.
+
+    With one job the runs go one after another in this process. With more, each run gets a fresh worker
+    process (spawned, so CUDA works in it; ``args.threads`` torch threads each) and ``on_result`` is called
+    here, in the parent, as each run finishes, so only this process writes the results file. Useful on a GPU
+    (small runs leave most of it idle) or on a CPU with more cores than one run uses.
+    """
+    if args.jobs <= 1:
+        for item in todo:
+            on_result(item, run_one(*item, args))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=setup, initargs=(args.threads,)) as pool:
+        futures = {pool.submit(run_one, *item, args): item for item in todo}
+        try:
+            for future in as_completed(futures):
+                on_result(futures[future], future.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def device_name(device: str) -> str:
+    """What a run with ``train.device=device`` trains on, in words (for the results files)."""
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
+def run_time(runs: list[dict]) -> str:
+    """Mean time of one run for a table cell: CPU minutes on a CPU, wall minutes and the GPU's name on a GPU."""
+    if not runs:
+        return "-"
+    devices = sorted({r.get("device", "cpu") for r in runs})
+    if devices == ["cpu"]:
+        return f"{sum(r['cpu_s'] for r in runs) / len(runs) / 60:.1f} CPU min"
+    return f"{sum(r['wall_s'] for r in runs) / len(runs) / 60:.1f} min ({', '.join(devices)})"

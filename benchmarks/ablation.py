@@ -25,7 +25,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, cpu_timer, fmt, load_results, markdown_table, save_results, setup  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    cpu_timer,
+    device_name,
+    fmt,
+    load_results,
+    markdown_table,
+    run_all,
+    run_time,
+    save_results,
+    setup,
+)
 
 from unitgan.config import load_config  # noqa: E402
 from unitgan.demo import THRESHOLD, _test_pairs, evaluate_pairs  # noqa: E402
@@ -45,7 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_ablation")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (e.g. on a GPU)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset for every run")
     return p.parse_args(argv)
 
@@ -63,7 +75,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
     translator = Translator.from_checkpoint(result.checkpoint, device="cpu")
     x_a, x_b = _test_pairs(cfg)
     acc, _, _ = evaluate_pairs(translator, x_a, x_b)
-    return {"a2b": acc["a2b"], "b2a": acc["b2a"], "steps": result.step, **t}
+    return {"a2b": acc["a2b"], "b2a": acc["b2a"], "steps": result.step, "device": device_name(cfg.train.device), **t}
 
 
 def table(results: dict, variants: list[str]) -> str:
@@ -72,7 +84,6 @@ def table(results: dict, variants: list[str]) -> str:
         runs = [r for key, r in results.items() if key.rsplit("/", 1)[0] == name]
         if not runs:
             continue
-        cpu_min = sum(r["cpu_s"] for r in runs) / len(runs) / 60
         rows.append(
             [
                 name,
@@ -80,10 +91,10 @@ def table(results: dict, variants: list[str]) -> str:
                 fmt([r["b2a"] for r in runs]),
                 str(len(runs)),
                 f"{runs[0]['steps']}",
-                f"{cpu_min:.1f}",
+                run_time(runs),
             ]
         )
-    header = ["variant", "A->B pixel acc.", "B->A pixel acc.", "seeds", "steps", "CPU min / run"]
+    header = ["variant", "A->B pixel acc.", "B->A pixel acc.", "seeds", "steps", "time / run"]
     return markdown_table(header, rows)
 
 
@@ -94,15 +105,20 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(results_path)
     todo = [(n, s) for s in args.seeds for n in args.variants if f"{n}/{s}" not in results]  # seed by seed
     print(f"ablation: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
-    for i, (name, seed) in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {name}, seed {seed} ...", flush=True)
-        r = run_one(name, seed, args)
-        results[f"{name}/{seed}"] = r
+
+    done = []
+
+    def on_result(item: tuple[str, int], r: dict) -> None:
+        results[f"{item[0]}/{item[1]}"] = r
         save_results(results_path, results)
+        done.append(item)
         print(
-            f"    A->B {r['a2b']:.3f}  B->A {r['b2a']:.3f}  ({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min)",
+            f"[{len(done)}/{len(todo)}] {item[0]}, seed {item[1]}: A->B {r['a2b']:.3f}  B->A {r['b2a']:.3f}  "
+            f"({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min, {r['wall_s'] / 60:.1f} min on {r['device']})",
             flush=True,
         )
+
+    run_all(todo, run_one, args, on_result)
     text = (
         f"Pixel accuracy (threshold {THRESHOLD} on a 0-1 scale) on held-out synthetic scenes, mean ± std over seeds\n\n"
         + table(results, args.variants)

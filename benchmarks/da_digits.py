@@ -25,7 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA_DIR, REPO, cpu_timer, fmt, load_results, markdown_table, save_results, setup  # noqa: E402
+from _common import (  # noqa: E402
+    DATA_DIR,
+    REPO,
+    cpu_timer,
+    device_name,
+    fmt,
+    load_results,
+    markdown_table,
+    run_all,
+    run_time,
+    save_results,
+    setup,
+)
 
 from unitgan.config import load_config  # noqa: E402
 from unitgan.data.mnistm import build_mnistm  # noqa: E402
@@ -43,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DATA_DIR, help="folder with mnist.npz and sklearn_digits.npz")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_da")
     p.add_argument("--mnistm-limit", type=int, default=0, help="digits per split of the built MNIST-M (0 = all)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (e.g. on a GPU)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run (e.g. train.steps=100)")
     return p.parse_args(argv)
 
@@ -69,21 +82,22 @@ def run_one(pair: str, method: str, seed: int, args: argparse.Namespace) -> dict
     if result.interrupted:
         raise KeyboardInterrupt  # a stopped run is not a result; rerun the command to redo it
     r = json.loads((run_dir / "da_results.json").read_text())
-    return {"target_acc": r["target_acc"], "source_acc": r["source_acc"], "steps": r["step"], **t}
+    device = device_name(cfg.train.device)
+    return {"target_acc": r["target_acc"], "source_acc": r["source_acc"], "steps": r["step"], "device": device, **t}
 
 
 def table(results: dict, pairs: list[str]) -> str:
     rows = []
     for pair in pairs:
         cells = [pair]
-        steps, cpu = [], []
+        steps, times = [], []
         for method in METHODS:
             runs = [r for k, r in results.items() if k.rsplit("/", 1)[0] == f"{pair}/{method}"]
             cells.append(fmt([r["target_acc"] for r in runs], 100, 1) + (f" ({len(runs)})" if runs else ""))
             steps += [str(r["steps"]) for r in runs[:1]]
-            cpu.append(f"{sum(r['cpu_s'] for r in runs) / len(runs) / 60:.1f}" if runs else "-")
-        rows.append([*cells, " / ".join(steps), " / ".join(cpu)])
-    header = ["pair", "source-only (seeds)", "UNIT-DA (seeds)", "steps (SO / DA)", "CPU min / run (SO / DA)"]
+            times.append(run_time(runs))
+        rows.append([*cells, " / ".join(steps), " / ".join(times)])
+    header = ["pair", "source-only (seeds)", "UNIT-DA (seeds)", "steps (SO / DA)", "time / run (SO / DA)"]
     return markdown_table(header, rows)
 
 
@@ -94,16 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(results_path)
     todo = [(p, m, s) for s in args.seeds for p in args.pairs for m in args.methods if f"{p}/{m}/{s}" not in results]
     print(f"domain adaptation: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
-    for i, (pair, method, seed) in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {pair}, {method}, seed {seed} ...", flush=True)
-        r = run_one(pair, method, seed, args)
-        results[f"{pair}/{method}/{seed}"] = r
+    for pair in {p for p, _, _ in todo}:  # build the MNIST-M-style target once, before any worker starts
+        pair_data(pair, args)
+
+    done = []
+
+    def on_result(item: tuple[str, str, int], r: dict) -> None:
+        results["/".join(map(str, item))] = r
         save_results(results_path, results)
+        done.append(item)
         print(
-            f"    target acc {100 * r['target_acc']:.2f}%  source acc {100 * r['source_acc']:.2f}%  "
-            f"({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min)",
+            f"[{len(done)}/{len(todo)}] {item[0]}, {item[1]}, seed {item[2]}: target acc {100 * r['target_acc']:.2f}%  "
+            f"source acc {100 * r['source_acc']:.2f}%  ({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min, "
+            f"{r['wall_s'] / 60:.1f} min on {r['device']})",
             flush=True,
         )
+
+    run_all(todo, run_one, args, on_result)
     text = "Target test accuracy (%), mean ± std over seeds, last step\n\n" + table(results, args.pairs)
     (args.out / "table.md").write_text(text + "\n")
     print(text)

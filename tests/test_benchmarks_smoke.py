@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,10 +48,26 @@ def test_ablation_smoke(tmp_path, capsys):
     assert set(results) == {"full UNIT/0", "no KL/0"}
     assert all(0 <= r["a2b"] <= 1 and 0 <= r["b2a"] <= 1 and r["steps"] == 2 for r in results.values())
     text = capsys.readouterr().out
-    assert "[1/2] full UNIT, seed 0" in text and "| no KL |" in text
+    assert "[1/2] full UNIT, seed 0: A->B" in text and "| no KL |" in text
     # a rerun skips finished runs
     assert bench.main(["--seeds", "0", "--variants", "full UNIT", "--out", str(out), *TINY_UNIT]) == 0
     assert "0 run(s) to do" in capsys.readouterr().out
+
+
+def test_ablation_runs_jobs_in_parallel_processes(tmp_path):
+    """--jobs 2: each run in its own spawned process, results gathered by the parent into one file."""
+    out = tmp_path / "abl"
+    args = ["--seeds", "0", "1", "--variants", "full UNIT", "--jobs", "2", "--out", str(out), *TINY_UNIT]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "ablation.py"), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"full UNIT/0", "full UNIT/1"}
+    assert all(r["device"] == "cpu" and r["cpu_s"] > 0 for r in results.values())
+    for seed in (0, 1):  # each worker trained its own run folder with its own seed
+        assert f"seed: {seed}" in (out / f"full_UNIT_seed{seed}" / "config.yaml").read_text()
+    assert "[2/2]" in proc.stdout and "| full UNIT |" in proc.stdout
 
 
 def test_ablation_variants_change_the_config(tmp_path):

@@ -74,13 +74,59 @@ def test_discriminator_shares_trunk_and_heads(tmp_path):
 
 
 def test_train_step_uses_source_labels_and_is_finite(tmp_path):
-    cfg = _da_config(tmp_path)
+    cfg = _da_config(tmp_path, "da.cls_ab_w=10")
     trainer = DATrainer(cfg, torch.device("cpu"))
     x_a, y_a, x_b = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0]), torch.randn(4, 3, 16, 16)
     stats = trainer.train_step(x_a, y_a, x_b)
-    for key in ("cls_a", "cls_ab", "dis_a", "dis_b", "gan_a", "gan_b", "recon_a", "kl_b", "feat"):
+    for key in ("cls_a", "cls_ab", "dis_a", "dis_b", "gan_a", "gan_b", "recon_a", "kl_b", "feat_d"):
         assert torch.isfinite(stats[key]), key
     assert trainer.eval_domain == "b"
+
+
+@pytest.mark.parametrize("feat_update", ["dis", "gen", "both"])
+def test_feature_matching_trains_the_side_it_names(tmp_path, feat_update):
+    """The x_aa/x_ab feature term changes the discriminator's update (authors' code), the generator's, or both."""
+
+    def step(feat_w: float) -> DATrainer:
+        cfg = _da_config(tmp_path, f"da.feat_update={feat_update}", f"da.feat_w={feat_w}", "da.cls_ab_w=0")
+        torch.manual_seed(0)
+        trainer = DATrainer(cfg, torch.device("cpu"))
+        g = torch.Generator().manual_seed(1)
+        x_a, x_b = torch.randn(4, 3, 16, 16, generator=g), torch.randn(4, 3, 16, 16, generator=g)
+        torch.manual_seed(2)  # the same latent noise in both runs
+        stats = trainer.train_step(x_a, torch.tensor([0, 1, 2, 0]), x_b)
+        assert ("feat_d" in stats) == (feat_w > 0 and feat_update != "gen")
+        assert ("feat_g" in stats) == (feat_w > 0 and feat_update != "dis")
+        return trainer
+
+    off, on = step(0.0), step(10.0)
+
+    def grads_differ(a, b) -> bool:  # .grad holds the last backward of each side's loss after a step
+        return any(not torch.allclose(p.grad, q.grad) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+    assert grads_differ(off.gen, on.gen) == (feat_update != "dis")
+    # the generator step runs first and changes the images the discriminator then sees, so only the pure
+    # discriminator-side term leaves the generator's gradients alone while changing the trunk's
+    if feat_update == "dis":
+        assert grads_differ(off.dis.private_b, on.dis.private_b)
+        assert grads_differ(off.dis.shared, on.dis.shared)
+
+
+def test_reconstructions_are_judged_only_with_recon_fake(tmp_path):
+    cfg = _da_config(tmp_path, "da.recon_fake=false", "da.feat_w=0")
+    calls = []
+    trainer = DATrainer(cfg, torch.device("cpu"))
+    real_forward = trainer.dis.forward
+    trainer.dis.forward = lambda x, d: calls.append(x.shape[0]) or real_forward(x, d)
+    trainer.train_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0]), torch.randn(4, 3, 16, 16))
+    assert calls == [4, 4, 8, 8]  # G: x_ba, x_ab; D: real + translation per domain
+    cfg = _da_config(tmp_path, "da.recon_fake=true", "da.feat_w=0")
+    calls.clear()
+    trainer = DATrainer(cfg, torch.device("cpu"))
+    real_forward = trainer.dis.forward
+    trainer.dis.forward = lambda x, d: calls.append(x.shape[0]) or real_forward(x, d)
+    trainer.train_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 0]), torch.randn(4, 3, 16, 16))
+    assert calls == [8, 8, 12, 12]  # and the reconstructions x_aa, x_bb as well
 
 
 def test_source_only_step_trains_only_the_source_path(tmp_path):
@@ -104,6 +150,16 @@ def test_train_da_end_to_end_and_resume(tmp_path, source_only):
     assert 0 <= res["target_acc"] <= 1 and res["n_target_test"] == 16
     cfg.train.steps = 4  # resume: one more step from the checkpoint of step 3
     assert train_da(cfg, progress=False).step == 4
+
+
+def test_eval_every_logs_a_learning_curve(tmp_path):
+    cfg = _da_config(tmp_path, "train.steps=5", "da.eval_every=2")
+    result = train_da(cfg, progress=False)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = {r["step"]: r["target_acc"] for r in rows if "target_acc" in r}
+    assert sorted(curve) == [2, 4]  # the last step is evaluated into da_results.json instead
+    final = json.loads((result.run_dir / "da_results.json").read_text())
+    assert final["step"] == 5 and all(0 <= v <= 1 for v in curve.values())
 
 
 def test_train_dispatches_to_da(tmp_path):

@@ -25,6 +25,7 @@ Norm = Literal["instance", "batch", "layer", "none"]
 Activation = Literal["lrelu", "relu", "tanh", "none"]
 PadType = Literal["zero", "reflect"]
 Upsample = Literal["deconv", "nearest"]
+FeatUpdate = Literal["dis", "gen", "both"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -142,8 +143,14 @@ class DAConfig:
     dis_n_private: int = 1  # discriminator conv layers private to each domain; the others are shared
     dropout: float = 0.0  # dropout after each shared discriminator layer
     cls_w: float = 10.0  # classification loss on labelled source images x_a (the paper's weight 10)
-    cls_ab_w: float = 10.0  # classification loss on x_ab (source translated to the target) with the source labels
-    feat_w: float = 1e-4  # L1 between trunk features of x_aa and x_ab, decoded from the same latent z_a
+    cls_ab_w: float = 0.0  # classification loss on x_ab (source translated to the target) with the source labels
+    # L1 (mean over elements) between trunk features of x_aa and x_ab (same latent z_a), and of x_bb and x_ba;
+    # the paper's 1e-4 multiplies a per-image sum of squares over thousands of features, hence 1 here
+    feat_w: float = 1.0
+    feat_update: FeatUpdate = "dis"  # who pulls those features together: the discriminator (authors' DA code),
+    #   the encoders/generators, or both
+    recon_fake: bool = True  # discriminators also judge reconstructions x_aa, x_bb as fake (authors' DA code)
+    eval_every: int = 0  # log target/source test accuracy every N steps (a learning curve; 0 = only at the end)
 
 
 @dataclass

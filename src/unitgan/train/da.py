@@ -7,7 +7,11 @@ and one discriminator update, as in plain UNIT, with two additions (the paper's 
   class head trained on **source labels only**: real source images x_a (weight ``da.cls_w``) and source
   images translated into the target domain, x_ab, which keep their source label (weight ``da.cls_ab_w``);
 - the trunk features of x_aa and x_ab (decoded from the same latent z_a) are pulled together, and those of
-  x_bb and x_ba likewise (L1, weight ``da.feat_w``).
+  x_bb and x_ba likewise (L1, weight ``da.feat_w``). In the authors' DA code this is a discriminator loss
+  (``da.feat_update: dis``): the trunk learns to map a translation to the features of the reconstruction from
+  the same latent, so target images and source images meet in one feature space the class head reads;
+- with ``da.recon_fake`` the discriminators also judge the reconstructions x_aa and x_bb as fakes (and the
+  generators want them judged real), as in the authors' DA code.
 
 Target labels are never read during training; the run ends at ``train.steps`` (the last step is the one
 evaluated, no checkpoint is chosen by target accuracy). With ``da.source_only`` only the source path of the
@@ -91,11 +95,14 @@ class DATrainer(nn.Module):
         z = UNITGenerator.sample(torch.cat([mu_a, mu_b]))  # z_a then z_b
         x_aa, x_ba = g.decode(z, "a").split(n)
         x_ab, x_bb = g.decode(z, "b").split(n)
-        s_ba, _, h_ba = self.dis(x_ba, "a")
-        s_ab, _, h_ab = self.dis(x_ab, "b")
+        # fakes in one pass per domain: translations, then (recon_fake) reconstructions
+        fake_a = torch.cat([x_ba, x_aa]) if da.recon_fake else x_ba
+        fake_b = torch.cat([x_ab, x_bb]) if da.recon_fake else x_ab
+        s_fa, _, h_fa = self.dis(fake_a, "a")
+        s_fb, _, h_fb = self.dis(fake_b, "b")
         terms = {
-            "gan_a": gan_g_loss(s_ba, gan_type),
-            "gan_b": gan_g_loss(s_ab, gan_type),
+            "gan_a": gan_g_loss(s_fa, gan_type),
+            "gan_b": gan_g_loss(s_fb, gan_type),
             "kl_a": kl_loss(mu_a),
             "kl_b": kl_loss(mu_b),
             "recon_a": l1_loss(x_aa, x_a),
@@ -113,22 +120,32 @@ class DATrainer(nn.Module):
             terms["cyc_recon_b"] = l1_loss(g.decode(UNITGenerator.sample(mu_ba), "b"), x_b)
             loss_g = loss_g + w.cyc_kl_w * (terms["cyc_kl_a"] + terms["cyc_kl_b"])
             loss_g = loss_g + w.cyc_recon_w * (terms["cyc_recon_a"] + terms["cyc_recon_b"])
-        if da.feat_w > 0:  # same latent, same trunk features
-            terms["feat"] = l1_loss(self.dis.features(x_aa, "a"), h_ab) + l1_loss(self.dis.features(x_bb, "b"), h_ba)
-            loss_g = loss_g + da.feat_w * terms["feat"]
+        if da.feat_w > 0 and da.feat_update in ("gen", "both"):  # same latent, same trunk features
+            h_aa = h_fa[n:] if da.recon_fake else self.dis.features(x_aa, "a")
+            h_bb = h_fb[n:] if da.recon_fake else self.dis.features(x_bb, "b")
+            terms["feat_g"] = l1_loss(h_aa, h_fb[:n]) + l1_loss(h_bb, h_fa[:n])
+            loss_g = loss_g + da.feat_w * terms["feat_g"]
         self.opt_gen.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_gen.step()
 
-        # discriminator step: GAN on both domains + class head on source labels only
+        # discriminator step: GAN on both domains, class head on source labels only, and (feat_update dis)
+        # the trunk learns to give x_ab the features of x_aa and x_ba those of x_bb
         _set_requires_grad(self.dis, True)
-        s_a, c_a, _ = self.dis(torch.cat([x_a, x_ba.detach()]), "a")  # real and fake in one pass
-        s_b, c_b, _ = self.dis(torch.cat([x_b, x_ab.detach()]), "b")
+        s_a, c_a, h_a = self.dis(torch.cat([x_a, fake_a.detach()]), "a")  # real, x_ba[, x_aa]
+        s_b, c_b, h_b = self.dis(torch.cat([x_b, fake_b.detach()]), "b")  # real, x_ab[, x_bb]
         terms["dis_a"] = gan_d_loss([s[:n] for s in s_a], [s[n:] for s in s_a], gan_type)
         terms["dis_b"] = gan_d_loss([s[:n] for s in s_b], [s[n:] for s in s_b], gan_type)
         terms["cls_a"] = F.cross_entropy(c_a[:n], y_a)
-        terms["cls_ab"] = F.cross_entropy(c_b[n:], y_a)  # x_ab keeps the label of the x_a it came from
-        loss_d = w.gan_w * (terms["dis_a"] + terms["dis_b"]) + da.cls_w * terms["cls_a"] + da.cls_ab_w * terms["cls_ab"]
+        loss_d = w.gan_w * (terms["dis_a"] + terms["dis_b"]) + da.cls_w * terms["cls_a"]
+        if da.cls_ab_w > 0:
+            terms["cls_ab"] = F.cross_entropy(c_b[n : 2 * n], y_a)  # x_ab keeps the label of its x_a
+            loss_d = loss_d + da.cls_ab_w * terms["cls_ab"]
+        if da.feat_w > 0 and da.feat_update in ("dis", "both"):
+            h_aa = h_a[2 * n :] if da.recon_fake else self.dis.features(x_aa.detach(), "a")
+            h_bb = h_b[2 * n :] if da.recon_fake else self.dis.features(x_bb.detach(), "b")
+            terms["feat_d"] = l1_loss(h_b[n : 2 * n], h_aa) + l1_loss(h_a[n : 2 * n], h_bb)
+            loss_d = loss_d + da.feat_w * terms["feat_d"]
         self.opt_dis.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_dis.step()
@@ -172,10 +189,16 @@ def load_split(cfg: Config, domain: str, split: str) -> tuple[torch.Tensor, torc
     return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
 
-def evaluate_da(trainer: DATrainer, cfg: Config) -> dict[str, float]:
-    """Accuracy of the class head on the target test set (and on the source test set, for reference)."""
-    x_b, y_b = load_split(cfg, "b", "test")
-    x_a, y_a = load_split(cfg, "a", "test")
+def evaluate_da(
+    trainer: DATrainer, cfg: Config, splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+) -> dict[str, float]:
+    """Accuracy of the class head on the target test set (and on the source test set, for reference).
+
+    ``splits`` caches the loaded test sets between calls (filled on the first call when given)."""
+    splits = {} if splits is None else splits
+    if not splits:
+        splits["b"], splits["a"] = load_split(cfg, "b", "test"), load_split(cfg, "a", "test")
+    (x_b, y_b), (x_a, y_a) = splits["b"], splits["a"]
     return {
         "target_acc": classification_accuracy(lambda x: trainer.classify(x, trainer.eval_domain), x_b, y_b),
         "source_acc": classification_accuracy(lambda x: trainer.classify(x, "a"), x_a, y_a),
@@ -216,6 +239,7 @@ def train_da(cfg: Config, progress: bool = True) -> TrainResult:
     log.info("training %s on %s: %d -> %d steps, batch %d per domain", kind, device, step, tc.steps, bs)
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, unit="step")
     t0, step0, ckpt = time.time(), step, None
+    test_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with _StopFlag() as stop:
         try:
             while step < tc.steps and stop.signum is None:
@@ -230,6 +254,10 @@ def train_da(cfg: Config, progress: bool = True) -> TrainResult:
                     values["steps_per_s"] = (step - step0) / max(time.time() - t0, 1e-9)
                     logger.scalars(step, values)
                     bar.set_postfix(cls=f"{values['cls_a']:.3g}")
+                if cfg.da.eval_every and step % cfg.da.eval_every == 0 and step < tc.steps:
+                    # a learning curve for the log only: nothing is chosen by it
+                    acc = evaluate_da(trainer, cfg, test_splits)
+                    logger.scalars(step, {"target_acc": acc["target_acc"], "source_acc": acc["source_acc"]})
                 if step % tc.ckpt_every == 0 or step == tc.steps:
                     st = trainer.state()
                     st.update(step=step, config=cfg.to_dict(), rng=_get_rng(device))
@@ -246,7 +274,7 @@ def train_da(cfg: Config, progress: bool = True) -> TrainResult:
             ckpt = save_checkpoint(st, run_dir, tc.keep_last)
         log.info("stopped by signal %d at step %d; checkpoint %s", stop.signum, step, ckpt)
         return TrainResult(run_dir, step, ckpt, interrupted=True)
-    results = {"step": step, "kind": kind, **evaluate_da(trainer, cfg)}
+    results = {"step": step, "kind": kind, **evaluate_da(trainer, cfg, test_splits)}
     (run_dir / "da_results.json").write_text(json.dumps(results, indent=2))
     log.info("%s: target accuracy %.4f, source accuracy %.4f", kind, results["target_acc"], results["source_acc"])
     return TrainResult(run_dir, step, ckpt)
