@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import signal
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -87,15 +88,27 @@ def run_all(
             on_result(item, run_one(*item, args))
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=setup, initargs=(args.threads,)) as pool:
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops the workers too, not only this process
+    pool = ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=setup, initargs=(args.threads,))
+    try:
         futures = {pool.submit(run_one, *item, args): item for item in todo}
-        try:
-            for future in as_completed(futures):
-                on_result(futures[future], future.result())
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+        for future in as_completed(futures):
+            on_result(futures[future], future.result())
+    except BaseException:
+        # stop the runs in flight (an unfinished run is not a result: the next invocation redoes it);
+        # ProcessPoolExecutor has no public way to do this before Python 3.14
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def device_name(device: str) -> str:

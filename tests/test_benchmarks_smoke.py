@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +71,47 @@ def test_ablation_runs_jobs_in_parallel_processes(tmp_path):
     for seed in (0, 1):  # each worker trained its own run folder with its own seed
         assert f"seed: {seed}" in (out / f"full_UNIT_seed{seed}" / "config.yaml").read_text()
     assert "[2/2]" in proc.stdout and "| full UNIT |" in proc.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # an orphan's zombie waits for a reaper but runs no more
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_stopping_the_parent_stops_the_parallel_runs(tmp_path):
+    """`kill PID` of a --jobs run must not leave orphaned workers training on."""
+    out = tmp_path / "abl"
+    steps = [o for o in TINY_UNIT if not o.startswith("train.steps=")] + ["train.steps=1000000"]
+    args = ["--seeds", "0", "1", "--variants", "full UNIT", "--jobs", "2", "--out", str(out), *steps]
+    proc = subprocess.Popen([sys.executable, str(BENCH / "ablation.py"), *args], stdout=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while not all((out / f"full_UNIT_seed{s}" / "config.yaml").is_file() for s in (0, 1)):
+            assert proc.poll() is None and time.time() < deadline, "the runs did not start"
+            time.sleep(0.2)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0  # stopped, not finished
+        deadline = time.time() + 30
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers)
+        assert not (out / "results.json").exists()  # no run finished, none was recorded
+    finally:
+        for pid in [proc.pid, *workers]:  # leave nothing running if an assertion failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
 
 
 def test_ablation_variants_change_the_config(tmp_path):
