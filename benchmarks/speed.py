@@ -178,7 +178,8 @@ def count_flops(spec: dict) -> float:
 
     from unitgan.train.trainer import UNITTrainer
 
-    spec = {**spec, "precision": "fp32", "compile": False, "device": "meta"}  # shapes only: no compute
+    # shapes only, no compute: the networks live on the meta device (the config itself names a real device)
+    spec = {**spec, "precision": "fp32", "compile": False, "device": "cpu", "channels_last": False}
     cfg = _build_cfg(spec)
     device = torch.device("meta")
     trainer = UNITTrainer(cfg, device)
@@ -383,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
         key = (job["config"], job["size"], job["batch"], job["authors"])
         if key not in flops:
             fl = _spawn({**base, **job, "job": "flops"}, args.timeout)
+            if "error" in fl:
+                print(f"# FLOP count failed for {key}: {fl['error']}", file=sys.stderr, flush=True)
             flops[key] = fl.get("flop", float("nan"))
         spec = {
             **base,

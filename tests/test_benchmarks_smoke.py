@@ -161,3 +161,14 @@ def test_make_mnistm_smoke(tmp_path):
     assert bench.main(["--mnist", str(tmp_path / "mnist.npz"), "--out", str(out), "--limit", "4"]) == 0
     with np.load(out) as z:
         assert z["x_train"].shape == (4, 28, 28, 3)
+
+
+@pytest.mark.parametrize("authors", [False, True])
+def test_speed_counts_the_flops_of_a_training_step(authors):
+    """The GFLOP/step column: counted on meta tensors, finite, and linear in the batch (convolutions only)."""
+    speed = _script("speed")
+    spec = {"config": "small", "size": 16, "precision": "bf16", "compile": True, "channels_last": True}
+    spec.update(device="cuda", authors=authors, overrides=[], tiny=True)  # the count ignores these
+    one, two = speed.count_flops({**spec, "batch": 1}), speed.count_flops({**spec, "batch": 2})
+    assert 0 < one < float("inf")
+    assert two == pytest.approx(2 * one, rel=1e-9)
