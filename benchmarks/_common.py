@@ -119,10 +119,14 @@ def device_name(device: str) -> str:
 
 
 def run_time(runs: list[dict]) -> str:
-    """Mean time of one run for a table cell: CPU minutes on a CPU, wall minutes and the GPU's name on a GPU."""
+    """Mean time of one run for a table cell, per device: CPU minutes on a CPU, wall minutes on a GPU."""
     if not runs:
         return "-"
-    devices = sorted({r.get("device", "cpu") for r in runs})
-    if devices == ["cpu"]:
-        return f"{sum(r['cpu_s'] for r in runs) / len(runs) / 60:.1f} CPU min"
-    return f"{sum(r['wall_s'] for r in runs) / len(runs) / 60:.1f} min ({', '.join(devices)})"
+    cells = []
+    for device in sorted({r.get("device", "cpu") for r in runs}):
+        on = [r for r in runs if r.get("device", "cpu") == device]
+        if device == "cpu":
+            cells.append(f"{sum(r['cpu_s'] for r in on) / len(on) / 60:.1f} CPU min")
+        else:
+            cells.append(f"{sum(r['wall_s'] for r in on) / len(on) / 60:.1f} min on {device}")
+    return "; ".join(cells)

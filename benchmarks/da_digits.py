@@ -7,11 +7,16 @@ never used in training or to pick a step: the last step is evaluated.
     mnist2mnistm   MNIST -> MNIST-M-style digits (built from MNIST and scikit-image photos if missing)
     mnist2digits   MNIST -> scikit-learn's 8x8 digits (upsampled to 32x32)
 
-The table in docs/results.md (1 thread on the 2-core benchmark CPU: source-only ~0.4 CPU min per run,
-UNIT-DA ~6.4 CPU min per run of 1000 steps):
+The table in docs/results.md (presets: 9000 steps; source-only ran here, on the 2-core CPU, ~3 CPU min per
+run; UNIT-DA costs 5.5-5.7 CPU min per 1000 steps here, so its runs went to a lent H200, ~4 min each with
+three at once):
 
-    python benchmarks/da_digits.py --methods source-only --seeds 0 1 2
-    python benchmarks/da_digits.py --methods UNIT-DA --seeds 0 1
+    python benchmarks/da_digits.py --methods source-only --seeds 0 1 2 -- da.eval_every=1000
+    python benchmarks/da_digits.py --pairs mnist2mnistm --methods UNIT-DA --seeds 0 1 2 --jobs 3 -- da.eval_every=1000
+    python benchmarks/da_digits.py --pairs mnist2digits --methods UNIT-DA --seeds 0 1 -- train.steps=5000 da.eval_every=1000
+
+``da.eval_every`` logs a learning curve (target and source test accuracy) into each run's metrics.jsonl; it
+is read, never used to choose a step. ``--jobs N`` runs N at once, each in its own process.
 
 Finished runs are kept in ``<out>/results.json``; rerunning the command skips them.
 """
