@@ -13,7 +13,7 @@ three at once):
 
     python benchmarks/da_digits.py --methods source-only --seeds 0 1 2 -- da.eval_every=1000
     python benchmarks/da_digits.py --pairs mnist2mnistm --methods UNIT-DA --seeds 0 1 2 --jobs 3 -- da.eval_every=1000
-    python benchmarks/da_digits.py --pairs mnist2digits --methods UNIT-DA --seeds 0 1 -- train.steps=5000 da.eval_every=1000
+    python benchmarks/da_digits.py --pairs mnist2digits --methods UNIT-DA --seeds 0 1 2 -- train.steps=5000 da.eval_every=1000
 
 ``da.eval_every`` logs a learning curve (target and source test accuracy) into each run's metrics.jsonl; it
 is read, never used to choose a step. ``--jobs N`` runs N at once, each in its own process.
