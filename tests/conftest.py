@@ -14,10 +14,9 @@ from unitgan.config import Config, load_config
 torch.set_num_threads(1)
 
 
-def tiny_overrides(out_dir: Path | str, **extra) -> list[str]:
-    """Overrides that shrink the demo preset to a network of a few thousand parameters."""
+def tiny_model_overrides(**extra) -> list[str]:
+    """Overrides that shrink the demo preset to a network of a few thousand parameters (no run folder)."""
     values = {
-        "train.out_dir": str(out_dir),
         "train.steps": 4,
         "train.ckpt_every": 2,
         "train.log_every": 1,
@@ -36,6 +35,25 @@ def tiny_overrides(out_dir: Path | str, **extra) -> list[str]:
         **extra,
     }
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def tiny_overrides(out_dir: Path | str, **extra) -> list[str]:
+    """``tiny_model_overrides`` with the run folder ``out_dir``."""
+    return [f"train.out_dir={out_dir}", *tiny_model_overrides(**extra)]
+
+
+def assert_cli_error(capsys, args: list, *fragments: str) -> str:
+    """``unitgan ARGS`` exits 2 with one ``error: ...`` line on stderr that contains every fragment."""
+    from unitgan.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    line = err.strip()
+    assert line.startswith("error: ") and "\n" not in line and "Traceback" not in line, err
+    for f in fragments:
+        assert f in line, line
+    return line
 
 
 def tiny_config(out_dir: Path | str, **extra) -> Config:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model_overrides
 
 torch.set_num_threads(1)
 
@@ -29,18 +30,11 @@ def _script(name: str):
     return module
 
 
-TINY_UNIT = [
-    "train.steps=2",
-    "train.log_every=1",
-    "model.ch=4",
-    "model.n_res=2",
-    "model.dis_ch=4",
-    "model.dis_n_layers=2",
-    "data.crop_size=16",
-    "data.batch_size=2",
-    "data.synthetic_train=8",
-    "data.synthetic_test=3",
-]
+def _tiny_unit(steps: int = 2) -> list[str]:
+    return tiny_model_overrides(**{"train.steps": steps, "data.synthetic_train": 8, "data.synthetic_test": 3})
+
+
+TINY_UNIT = _tiny_unit()
 
 
 def test_ablation_smoke(tmp_path, capsys):
@@ -89,8 +83,7 @@ def _children(pid: int) -> list[int]:
 def test_stopping_the_parent_stops_the_parallel_runs(tmp_path):
     """`kill PID` of a --jobs run must not leave orphaned workers training on."""
     out = tmp_path / "abl"
-    steps = [o for o in TINY_UNIT if not o.startswith("train.steps=")] + ["train.steps=1000000"]
-    args = ["--seeds", "0", "1", "--variants", "full UNIT", "--jobs", "2", "--out", str(out), *steps]
+    args = ["--seeds", "0", "1", "--variants", "full UNIT", "--jobs", "2", "--out", str(out), *_tiny_unit(10**6)]
     proc = subprocess.Popen([sys.executable, str(BENCH / "ablation.py"), *args], stdout=subprocess.PIPE, text=True)
     workers: list[int] = []
     try:

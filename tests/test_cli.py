@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import folder_overrides, tiny_overrides, write_images
+from conftest import assert_cli_error, folder_overrides, tiny_overrides, write_images
 from PIL import Image
 
 from unitgan.cli import main
@@ -62,67 +62,57 @@ def test_python_dash_m_and_resume_message(tmp_path):
     assert "done: 4 steps" in res.stdout
 
 
-def _expect_error(capsys, args, *fragments):
-    code, out, err = run_cli(args, capsys)
-    assert code == 2, (out, err)
-    line = err.strip()
-    assert line.startswith("error: ") and "\n" not in line and "Traceback" not in line, err
-    for f in fragments:
-        assert f in line, line
-    return line
-
-
 def test_bad_data_errors(tmp_path, capsys):
     run = tmp_path / "run"
     # missing root
-    _expect_error(capsys, ["train", "demo", *folder_overrides(tmp_path / "nope", run)], "nope", "does not exist")
+    assert_cli_error(capsys, ["train", "demo", *folder_overrides(tmp_path / "nope", run)], "nope", "does not exist")
     # missing trainB folder
     root = tmp_path / "d1"
     write_images(root / "trainA", 2)
-    _expect_error(capsys, ["train", "demo", *folder_overrides(root, run)], "trainB", "does not exist")
+    assert_cli_error(capsys, ["train", "demo", *folder_overrides(root, run)], "trainB", "does not exist")
     # empty folder
     (root / "trainB").mkdir()
-    _expect_error(capsys, ["train", "demo", *folder_overrides(root, run)], "trainB", "holds no images")
+    assert_cli_error(capsys, ["train", "demo", *folder_overrides(root, run)], "trainB", "holds no images")
     # non-image file with an image extension
     (root / "trainB" / "fake.png").write_text("not an image")
-    _expect_error(capsys, ["train", "demo", *folder_overrides(root, run)], "fake.png", "not a readable image")
+    assert_cli_error(capsys, ["train", "demo", *folder_overrides(root, run)], "fake.png", "not a readable image")
     # image smaller than the crop
     (root / "trainB" / "fake.png").unlink()
     write_images(root / "trainB", 1, size=(8, 8))
-    _expect_error(
+    assert_cli_error(
         capsys, ["train", "demo", *folder_overrides(root, run)], "img_000.png", "8x8", "smaller than data.crop_size=16"
     )
 
 
 def test_bad_config_errors(tmp_path, capsys):
-    _expect_error(capsys, ["train", "demo", "model.nres=2"], "unknown config key 'model.nres'")
-    _expect_error(capsys, ["train", "demo", "train.steps=many"], "'train.steps' must be an integer")
-    _expect_error(capsys, ["train", "missing.yaml"], "config file 'missing.yaml' not found")
+    assert_cli_error(capsys, ["train", "demo", "model.nres=2"], "unknown config key 'model.nres'")
+    assert_cli_error(capsys, ["train", "demo", "train.steps=many"], "'train.steps' must be an integer")
+    assert_cli_error(capsys, ["train", "missing.yaml"], "config file 'missing.yaml' not found")
 
 
 def test_checkpoint_from_another_config(trained, image_root, capsys):
     overrides = folder_overrides(image_root, trained, **{"model.ch": 8})
-    _expect_error(capsys, ["train", "demo", *overrides], "another config", "model.ch")
+    assert_cli_error(capsys, ["train", "demo", *overrides], "another config", "model.ch")
 
 
 def test_translate_errors(trained, image_root, tmp_path, capsys):
     base = ["translate", image_root / "testA", "--output", tmp_path / "o"]
-    _expect_error(capsys, [*base, "--checkpoint", trained, "--direction", "x2y"], "direction 'x2y'", "a2b, b2a")
-    _expect_error(
+    assert_cli_error(capsys, [*base, "--checkpoint", trained, "--direction", "x2y"], "direction 'x2y'", "a2b, b2a")
+    assert_cli_error(
         capsys, [*base, "--checkpoint", tmp_path / "none.pt", "--direction", "a2b"], "none.pt", "does not exist"
     )
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
-    _expect_error(capsys, [*base, "--checkpoint", bad, "--direction", "a2b"], "bad.pt", "cannot be loaded")
+    assert_cli_error(capsys, [*base, "--checkpoint", bad, "--direction", "a2b"], "bad.pt", "cannot be loaded")
     ckpt = sorted((trained / "checkpoints").glob("*.pt"))[-1]
-    _expect_error(
+    assert_cli_error(
         capsys,
         ["translate", tmp_path / "missing", "--checkpoint", ckpt, "--direction", "a2b", "--output", tmp_path / "o"],
         "missing",
         "does not exist",
     )
     inside = image_root / "testA" / "out"
-    _expect_error(
+    assert_cli_error(
         capsys,
         ["translate", image_root / "testA", "--checkpoint", ckpt, "--direction", "a2b", "--output", inside],
         "inside input folder",

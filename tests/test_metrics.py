@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model_overrides
 from torch import nn
 
 from unitgan.errors import UnitganError
@@ -221,19 +222,7 @@ def test_classification_accuracy_known_answers():
 
 # -- unitgan evaluate --------------------------------------------------------------------------------------
 
-TINY = [
-    "train.steps=1",
-    "train.log_every=1",
-    "model.ch=4",
-    "model.n_res=2",
-    "model.dis_ch=4",
-    "model.dis_n_layers=2",
-    "data.crop_size=16",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "data.synthetic_train=8",
-    "data.synthetic_test=3",
-]
+TINY = tiny_model_overrides(**{"train.steps": 1, "data.synthetic_train": 8, "data.synthetic_test": 3})
 
 
 def _train_tiny(tmp_path, *extra: str):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config, tiny_overrides
+from conftest import assert_cli_error, tiny_config, tiny_overrides
 
 import unitgan.train.checkpoint as checkpoint_mod
 import unitgan.train.trainer as trainer_mod
@@ -37,17 +37,6 @@ class _RunsCode:
         return (os.system, (f"touch '{self.marker}'",))
 
 
-def _one_line_error(capsys, args, *fragments) -> str:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    assert code == 2, (out, err)
-    line = err.strip()
-    assert line.startswith("error: ") and "\n" not in line and "Traceback" not in line, err
-    for f in fragments:
-        assert f in line, line
-    return line
-
-
 # -- safe loading ------------------------------------------------------------------------------------------
 
 
@@ -66,7 +55,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
     with pytest.raises(UnitganError, match="raw.pkl' (was refused|cannot be loaded)"):
         load_checkpoint(raw)
     assert not marker.exists()
-    _one_line_error(
+    assert_cli_error(
         capsys,
         ["translate", tmp_path, "--checkpoint", evil, "--direction", "a2b", "--output", tmp_path / "o"],
         "evil.pt",
@@ -155,7 +144,7 @@ def test_a_read_only_checkpoint_folder(tmp_path):
 def test_disk_full_through_the_cli_is_one_line(tmp_path, monkeypatch, capsys):
     _fail_on_second_save(monkeypatch, OSError(errno.ENOSPC, "No space left on device"), "torch.save")
     run = tmp_path / "r"
-    _one_line_error(capsys, ["train", "demo", "--no-progress", *tiny_overrides(run)], "No space left", "intact")
+    assert_cli_error(capsys, ["train", "demo", "--no-progress", *tiny_overrides(run)], "No space left", "intact")
 
 
 def test_an_unwritable_run_folder_is_one_line(tmp_path, monkeypatch):
@@ -406,18 +395,18 @@ def test_translate_refuses_damaged_or_mismatched_checkpoints(tiny_ckpt, tmp_path
     for n in (len(data) // 2, 100, 0):
         cut = tmp_path / f"cut_{n}.pt"
         cut.write_bytes(data[:n])
-        _one_line_error(capsys, _translate(images, cut, out), f"cut_{n}.pt", "cannot be loaded")
+        assert_cli_error(capsys, _translate(images, cut, out), f"cut_{n}.pt", "cannot be loaded")
     state = load_checkpoint(tiny_ckpt)
     other = {**state, "config": {**state["config"], "model": {**state["config"]["model"], "ch": 8}}}
     torch.save(other, tmp_path / "other.pt")
-    _one_line_error(capsys, _translate(images, tmp_path / "other.pt", out), "other.pt", "does not match its config")
+    assert_cli_error(capsys, _translate(images, tmp_path / "other.pt", out), "other.pt", "does not match its config")
     broken = {**state, "config": {**state["config"], "model": {**state["config"]["model"], "norm": "group"}}}
     torch.save(broken, tmp_path / "broken.pt")
-    _one_line_error(
+    assert_cli_error(
         capsys, _translate(images, tmp_path / "broken.pt", out), "broken.pt", "invalid config", "model.norm"
     )
     torch.save({**state, "gen": {"weight": "not a tensor"}}, tmp_path / "odd.pt")
-    _one_line_error(capsys, _translate(images, tmp_path / "odd.pt", out), "odd.pt", "does not match")
+    assert_cli_error(capsys, _translate(images, tmp_path / "odd.pt", out), "odd.pt", "does not match")
     assert not out.exists() or not list(out.iterdir())  # nothing was written
 
 
@@ -428,15 +417,15 @@ def test_translate_writes_nothing_when_one_output_exists(tiny_ckpt, tmp_path, ca
     out = tmp_path / "out"
     out.mkdir()
     (out / "img_001.png").write_bytes(b"precious")
-    _one_line_error(capsys, _translate([tmp_path / "in"], tiny_ckpt, out), "img_001.png", "exists", "--overwrite")
+    assert_cli_error(capsys, _translate([tmp_path / "in"], tiny_ckpt, out), "img_001.png", "exists", "--overwrite")
     assert sorted(p.name for p in out.iterdir()) == ["img_001.png"]
     assert (out / "img_001.png").read_bytes() == b"precious"
     # inside the input folder, or the input folder itself: refused before anything is written
     for inside in (tmp_path / "in" / "sub", tmp_path / "in"):
-        _one_line_error(capsys, _translate([tmp_path / "in"], tiny_ckpt, inside), "inside input folder")
+        assert_cli_error(capsys, _translate([tmp_path / "in"], tiny_ckpt, inside), "inside input folder")
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [p.name for p in images]
     # a bad input image names the file
     (tmp_path / "in" / "img_002.png").write_bytes(b"")
-    _one_line_error(capsys, _translate([tmp_path / "in"], tiny_ckpt, tmp_path / "o2"), "img_002.png", "not a readable")
+    assert_cli_error(capsys, _translate([tmp_path / "in"], tiny_ckpt, tmp_path / "o2"), "img_002.png", "not a readable")
     assert main([str(a) for a in _translate(images[:2], tiny_ckpt, out, "--overwrite")]) == 0
     assert (out / "img_001.png").read_bytes() != b"precious"
