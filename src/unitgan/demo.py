@@ -16,7 +16,7 @@ from unitgan.data.io import tensor_to_pil
 from unitgan.data.synthetic import render
 from unitgan.inference import Translator
 from unitgan.metrics import pixel_accuracy
-from unitgan.models import UNITGenerator
+from unitgan.models import build_generator
 from unitgan.train.loop import train
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def run_demo(out: Path, overrides: list[str] | None = None, progress: bool = Tru
     x_a, x_b = _test_pairs(cfg)
 
     torch.manual_seed(cfg.train.seed)
-    untrained = Translator(UNITGenerator(cfg.model), cfg, torch.device("cpu"))
+    untrained = Translator(build_generator(cfg.model), cfg, torch.device("cpu"))
     baselines = {
         "untrained network": evaluate_pairs(untrained, x_a, x_b)[0],
         "identity (copy input)": _identity_baseline(x_a, x_b),

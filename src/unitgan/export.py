@@ -36,7 +36,7 @@ from unitgan import __version__
 from unitgan.config import Config, config_from_dict
 from unitgan.errors import UnitganError
 from unitgan.inference import DIRECTIONS, Translator, check_direction, load_generator
-from unitgan.models import UNITGenerator
+from unitgan.models import UNITGenerator, build_generator
 from unitgan.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
@@ -371,7 +371,7 @@ def _safetensors_runners(
         weights = load_file(str(path))
     except (OSError, SafetensorError) as e:
         raise UnitganError(f"weights '{path}' cannot be loaded: {e}") from None
-    gen = UNITGenerator(cfg.model)
+    gen = build_generator(cfg.model)
     needed = {k for k in gen.state_dict() if k.startswith(_weight_prefixes(directions))}
     missing, unexpected = sorted(needed - weights.keys()), sorted(weights.keys() - needed)
     if missing or unexpected:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from unitgan.config import Config, config_from_dict
 from unitgan.data.io import IMAGE_EXTENSIONS, list_images, load_image, pil_to_tensor, tensor_to_pil
 from unitgan.errors import UnitganError
-from unitgan.models import UNITGenerator
+from unitgan.models import UNITGenerator, build_generator
 from unitgan.train.checkpoint import load_checkpoint
 from unitgan.train.perf import check_precision
 from unitgan.train.trainer import autocast, resolve_device
@@ -36,7 +36,7 @@ def load_generator(path: str | Path) -> tuple[UNITGenerator, Config, dict]:
         cfg = config_from_dict(state["config"])
     except UnitganError as e:
         raise UnitganError(f"checkpoint '{path}' holds an invalid config: {e}") from None
-    gen = UNITGenerator(cfg.model)
+    gen = build_generator(cfg.model)
     try:
         gen.load_state_dict(state["gen"])
     except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as e:

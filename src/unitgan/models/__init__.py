@@ -1,6 +1,34 @@
-"""Networks: the UNIT generator (encoders + generators with shared blocks) and discriminators."""
+"""Networks: the UNIT generator (encoders + generators with shared blocks) and discriminators.
 
+Training, inference and export build networks only through :func:`build_generator` and
+:func:`build_discriminators`, so that a network family chosen in ``ModelConfig`` plugs in without changes
+elsewhere.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from unitgan.config import ModelConfig
 from unitgan.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator
 from unitgan.models.unit import UNITGenerator
 
-__all__ = ["MultiScaleDiscriminator", "PatchDiscriminator", "UNITGenerator"]
+
+def build_generator(cfg: ModelConfig) -> UNITGenerator:
+    """Both encoders and generators, with the shared blocks built once."""
+    return UNITGenerator(cfg)
+
+
+def build_discriminators(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """``dis_a`` and ``dis_b``; each maps [N, C, H, W] to a list of score maps. They may share modules, so
+    collect their parameters through one ``nn.ModuleList`` (which counts a shared parameter once)."""
+    return MultiScaleDiscriminator(cfg, cfg.input_nc_a), MultiScaleDiscriminator(cfg, cfg.input_nc_b)
+
+
+__all__ = [
+    "MultiScaleDiscriminator",
+    "PatchDiscriminator",
+    "UNITGenerator",
+    "build_discriminators",
+    "build_generator",
+]

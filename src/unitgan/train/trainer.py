@@ -20,7 +20,7 @@ from torch import nn
 from unitgan.config import Config
 from unitgan.errors import UnitganError
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
-from unitgan.models import MultiScaleDiscriminator, UNITGenerator
+from unitgan.models import UNITGenerator, build_discriminators, build_generator
 from unitgan.models.layers import ResBlock
 from unitgan.train.perf import check_precision
 
@@ -133,9 +133,8 @@ class UNITTrainer(nn.Module):
         self.cfg = cfg
         self.device = device
         m, o = cfg.model, cfg.optim
-        self.gen = UNITGenerator(m)
-        self.dis_a = MultiScaleDiscriminator(m, m.input_nc_a)
-        self.dis_b = MultiScaleDiscriminator(m, m.input_nc_b)
+        self.gen = build_generator(m)
+        self.dis_a, self.dis_b = build_discriminators(m)
         if cfg.train.activation_checkpointing:
             for module in self.gen.modules():
                 if isinstance(module, ResBlock):
@@ -164,7 +163,7 @@ class UNITTrainer(nn.Module):
         elif device.type != "cpu":
             adam["foreach"] = True
         self.opt_gen = torch.optim.Adam(self.gen.parameters(), lr=o.lr, **adam)
-        dis_params = list(self.dis_a.parameters()) + list(self.dis_b.parameters())
+        dis_params = list(nn.ModuleList([self.dis_a, self.dis_b]).parameters())  # a shared layer counts once
         self.opt_dis = torch.optim.Adam(dis_params, lr=o.dis_lr or o.lr, **adam)
         step = o.lr_step if o.lr_step > 0 else 1 << 62
         self.sched_gen = torch.optim.lr_scheduler.StepLR(self.opt_gen, step, o.lr_gamma)
