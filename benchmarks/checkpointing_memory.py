@@ -27,7 +27,8 @@ def run_variant(args, checkpointing: bool) -> dict:
     import torch
 
     from unitgan.config import load_config
-    from unitgan.train.trainer import UNITTrainer, resolve_device
+    from unitgan.runtime import resolve_device
+    from unitgan.train.trainer import UNITTrainer
 
     if args.threads:
         torch.set_num_threads(args.threads)

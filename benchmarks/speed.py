@@ -73,7 +73,7 @@ def conv_peak(device: torch.device, precision: str, reps: int, budget_s: float =
     """GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 64x64, batch 1, forward), best layout.
 
     Stops a layout early once ``budget_s`` is spent (emulated bf16 on a CPU takes tens of seconds per call)."""
-    from unitgan.train.trainer import autocast
+    from unitgan.runtime import autocast
 
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device)
     x = torch.randn(1, 256, 64, 64, device=device)
@@ -116,7 +116,7 @@ def _batch(cfg, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Te
 def authors_step(trainer, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
     """EMULATION of the authors' iteration (see the module docstring); fp32 only."""
     from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
-    from unitgan.train.trainer import _set_requires_grad
+    from unitgan.runtime import set_requires_grad as _set_requires_grad
 
     cfg, g, n = trainer.cfg, trainer.gen, x_a.shape[0]
     gt = cfg.model.gan_type
@@ -194,13 +194,13 @@ def count_flops(spec: dict) -> float:
 
 def run_row(spec: dict) -> dict:
     from unitgan.inference import Translator
-    from unitgan.train.perf import configure_backends
+    from unitgan.runtime import configure_backends
     from unitgan.train.trainer import UNITTrainer
 
     device = torch.device(spec["device"])
     start_mib = _peak_memory_mib(device)["peak_mib"] if device.type == "cpu" else 0.0  # torch + unitgan loaded
     cfg = _build_cfg(spec)
-    configure_backends(cfg, device)
+    configure_backends(device, cfg.train.deterministic)
     torch.manual_seed(0)
     trainer = UNITTrainer(cfg, device)
     x_a, x_b = _batch(cfg, device, 1)
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         _child(args)
         return
 
-    from unitgan.train.trainer import resolve_device
+    from unitgan.runtime import resolve_device
 
     device = resolve_device(args.device)
     rows = args.rows or (QUICK_ROWS if args.quick else ROWS)

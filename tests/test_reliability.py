@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import assert_cli_error, tiny_config, tiny_overrides
 
+import unitgan.runtime as runtime_mod
 import unitgan.train.checkpoint as checkpoint_mod
 import unitgan.train.trainer as trainer_mod
 from unitgan.cli import main
@@ -92,15 +93,16 @@ def _fail_on_second_save(monkeypatch, exc: OSError, where: str) -> None:
 
         monkeypatch.setattr(checkpoint_mod.torch, "save", fake)
     else:
-        real_mkstemp = checkpoint_mod.tempfile.mkstemp
+        real_mkstemp = runtime_mod.tempfile.mkstemp
 
         def fake_mkstemp(*a, **k):
-            calls["n"] += 1
-            if calls["n"] >= 2:
-                raise exc
+            if ".ckpt_" in k.get("prefix", ""):  # checkpoints only (config.yaml is written the same way)
+                calls["n"] += 1
+                if calls["n"] >= 2:
+                    raise exc
             return real_mkstemp(*a, **k)
 
-        monkeypatch.setattr(checkpoint_mod.tempfile, "mkstemp", fake_mkstemp)
+        monkeypatch.setattr(runtime_mod.tempfile, "mkstemp", fake_mkstemp)
 
 
 @pytest.mark.parametrize(

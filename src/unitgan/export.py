@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from unitgan.config import Config, config_from_dict
 from unitgan.errors import UnitganError
 from unitgan.inference import DIRECTIONS, Translator, check_direction, load_generator
 from unitgan.models import UNITGenerator, build_generator
-from unitgan.train.trainer import resolve_device
+from unitgan.runtime import atomic_write_text, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +185,7 @@ def export_generator(
 
     manifest = _manifest(cfg, fmt, directions, files, m, checks, check_hw, source, opset)
     path = out / MANIFEST
-    _write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path
 
 
@@ -261,17 +260,6 @@ def _manifest(
     }
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_onnx(module: nn.Module, x: torch.Tensor, path: Path, name_in: str, name_out: str, opset: int) -> None:
     """The TorchScript-based exporter: no extra dependency, dynamic axes by name (deprecated, still shipped)."""
     try:
@@ -312,7 +300,7 @@ def _write_safetensors(gen: UNITGenerator, cfg: Config, directions: tuple[str, .
     prefixes = _weight_prefixes(directions)
     weights = {k: v.detach().contiguous() for k, v in gen.state_dict().items() if k.startswith(prefixes)}
     save_file(weights, str(out / SAFETENSORS_FILE), metadata={"directions": ",".join(directions)})
-    _write_text_atomic(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
+    atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,9 +14,8 @@ from unitgan.config import Config, config_from_dict
 from unitgan.data.io import IMAGE_EXTENSIONS, list_images, load_image, pil_to_tensor, tensor_to_pil
 from unitgan.errors import UnitganError
 from unitgan.models import UNITGenerator, build_generator
+from unitgan.runtime import autocast, check_precision, resolve_device
 from unitgan.train.checkpoint import load_checkpoint
-from unitgan.train.perf import check_precision
-from unitgan.train.trainer import autocast, resolve_device
 
 log = logging.getLogger(__name__)
 

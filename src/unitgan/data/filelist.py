@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import numpy as np
 
 from unitgan.data.io import IMAGE_EXTENSIONS, image_size
 from unitgan.errors import UnitganError
+from unitgan.runtime import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -198,16 +198,8 @@ class FileIndex:
         }
         try:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=self.cache.name, suffix=".tmp", dir=self.cache.parent)
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    meta=np.array(json.dumps(meta)),
-                    blob=self.paths.blob,
-                    offsets=self.paths.offsets,
-                    sizes=self._sizes,
-                )
-            os.replace(tmp, self.cache)
+            arrays = {"blob": self.paths.blob, "offsets": self.paths.offsets, "sizes": self._sizes}
+            atomic_write(self.cache, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays), durable=False)
         except OSError as e:
             log.warning(
                 "file-list cache %s not written (%s); the folder will be scanned again next time", self.cache, e

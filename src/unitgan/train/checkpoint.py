@@ -10,7 +10,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 
 from unitgan.errors import UnitganError
+from unitgan.runtime import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -34,40 +34,23 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """Save so that ``path`` is either the old file or the complete new one, never a partial file.
 
     The data goes to a temp file in the same folder (``.<name>.<random>.tmp``, never matched as a
-    checkpoint), is fsynced, then renamed over ``path``. A full disk or an unwritable folder raises
-    :class:`UnitganError` and leaves every existing file as it was.
+    checkpoint), is fsynced, then renamed over ``path`` (:func:`unitgan.runtime.atomic_write`). A full disk
+    or an unwritable folder raises :class:`UnitganError` and leaves every existing file as it was.
     """
     path = Path(path)
-    tmp: str | None = None
+
+    def write(f) -> None:
+        _test_pause("UNITGAN_TEST_SAVE_PAUSE")
+        torch.save(obj, f)
+        _test_pause("UNITGAN_TEST_SAVE_PAUSE")
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        _test_pause("UNITGAN_TEST_SAVE_PAUSE")
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        _test_pause("UNITGAN_TEST_SAVE_PAUSE")
-        os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(e, OSError):
-            raise UnitganError(
-                f"could not write checkpoint '{path}': {e.strerror or e} (the previous checkpoint is intact)"
-            ) from None
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+        atomic_write(path, write)
+    except OSError as e:
+        raise UnitganError(
+            f"could not write checkpoint '{path}': {e.strerror or e} (the previous checkpoint is intact)"
+        ) from None
 
 
 def _test_pause(var: str) -> None:

@@ -39,17 +39,12 @@ from unitgan.losses import gan_d_loss, gan_g_loss, kl_loss, l1_loss
 from unitgan.metrics.da import classification_accuracy
 from unitgan.models import UNITGenerator
 from unitgan.models.da import DADiscriminator
+from unitgan.runtime import resolve_device, set_requires_grad
 from unitgan.train.checkpoint import load_latest, save_checkpoint
 from unitgan.train.logger import RunLogger
 from unitgan.train.loop import TrainResult, _cycle, _get_rng, _set_rng, _StopFlag, check_finite
-from unitgan.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def _set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
 
 
 class DATrainer(nn.Module):
@@ -90,7 +85,7 @@ class DATrainer(nn.Module):
         g, n = self.gen, x_a.shape[0]
 
         # encoder/generator step, discriminator frozen
-        _set_requires_grad(self.dis, False)
+        set_requires_grad(self.dis, False)
         mu_a, mu_b = g.encode(x_a, "a"), g.encode(x_b, "b")  # [N, C, h, w]
         z = UNITGenerator.sample(torch.cat([mu_a, mu_b]))  # z_a then z_b
         x_aa, x_ba = g.decode(z, "a").split(n)
@@ -131,7 +126,7 @@ class DATrainer(nn.Module):
 
         # discriminator step: GAN on both domains, class head on source labels only, and (feat_update dis)
         # the trunk learns to give x_ab the features of x_aa and x_ba those of x_bb
-        _set_requires_grad(self.dis, True)
+        set_requires_grad(self.dis, True)
         s_a, c_a, h_a = self.dis(torch.cat([x_a, fake_a.detach()]), "a")  # real, x_ba[, x_aa]
         s_b, c_b, h_b = self.dis(torch.cat([x_b, fake_b.detach()]), "b")  # real, x_ab[, x_bb]
         terms["dis_a"] = gan_d_loss([s[:n] for s in s_a], [s[n:] for s in s_a], gan_type)

@@ -92,7 +92,7 @@ def env_world() -> tuple[int, int, int]:
 
 def pick_device(name: str, local_rank: int, world_size: int) -> torch.device:
     """The device of this process. Under torchrun, 'auto' and 'cuda' mean the GPU of the local rank."""
-    from unitgan.train.trainer import resolve_device
+    from unitgan.runtime import resolve_device
 
     if world_size > 1 and name.split(":")[0] not in ("auto", "cpu", "cuda"):
         raise UnitganError(f"multi-process training runs on CUDA GPUs or CPUs, not on '{name}'")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 import torchvision.utils as vutils
 
 from unitgan.errors import UnitganError
+from unitgan.runtime import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,4 @@ def _trim_jsonl(path: Path, last_step: int) -> None:
             continue
         if ok:
             keep.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(keep))

@@ -20,10 +20,10 @@ from tqdm.auto import tqdm
 from unitgan.config import Config, save_config
 from unitgan.data import build_domain, build_loader
 from unitgan.errors import UnitganError
+from unitgan.runtime import configure_backends
 from unitgan.train import distributed
 from unitgan.train.checkpoint import checkpoint_dir, load_latest, save_checkpoint
 from unitgan.train.logger import RunLogger
-from unitgan.train.perf import configure_backends
 from unitgan.train.trainer import UNITTrainer
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _train(cfg: Config, progress: bool, dctx: distributed.DistContext, device: t
         torch.set_num_threads(tc.threads)
     if tc.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    configure_backends(cfg, device)
+    configure_backends(device, cfg.train.deterministic)
 
     torch.manual_seed(tc.seed)
     trainer = UNITTrainer(cfg, device, ddp=dctx.enabled)  # DDP copies rank 0's initial weights to all ranks

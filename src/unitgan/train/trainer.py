@@ -18,48 +18,12 @@ import torch
 from torch import nn
 
 from unitgan.config import Config
-from unitgan.errors import UnitganError
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import UNITGenerator, build_discriminators, build_generator
 from unitgan.models.layers import ResBlock
-from unitgan.train.perf import check_precision
+from unitgan.runtime import autocast, check_precision, set_requires_grad
 
 log = logging.getLogger(__name__)
-
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; anything else must name a device that is there."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise UnitganError(f"device '{name}' is not a device name (auto, cpu, cuda, cuda:N, mps)") from None
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise UnitganError(f"device '{name}' is not available on this machine")
-    if device.type == "mps" and not (
-        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    ):
-        raise UnitganError(f"device '{name}' is not available on this machine")
-    return device
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = AUTOCAST_DTYPES[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
 
 
 def _maybe_no_sync(module: nn.Module, sync: bool):
@@ -252,15 +216,15 @@ class UNITTrainer(nn.Module):
         """Forward and backward of the E/G loss, then of the D loss, for one micro-batch."""
         dev, precision = self.device, self.cfg.train.precision
         # encoder/generator pass: discriminators are frozen (they only pass gradients through)
-        _set_requires_grad(self.dis_a, False)
-        _set_requires_grad(self.dis_b, False)
+        set_requires_grad(self.dis_a, False)
+        set_requires_grad(self.dis_b, False)
         with _maybe_no_sync(self.gen_phase, sync):
             with autocast(dev, precision):
                 loss_g, terms, out = self.gen_phase(x_a, x_b)
             self.scaler.scale(loss_g / k if k > 1 else loss_g).backward()
         # discriminator pass on the same translations, detached
-        _set_requires_grad(self.dis_a, True)
-        _set_requires_grad(self.dis_b, True)
+        set_requires_grad(self.dis_a, True)
+        set_requires_grad(self.dis_b, True)
         with _maybe_no_sync(self.dis_phase, sync):
             with autocast(dev, precision):
                 loss_d, loss_d_a, loss_d_b = self.dis_phase(x_a, x_b, out.x_ab.detach(), out.x_ba.detach())
