@@ -28,12 +28,14 @@ FeatUpdate = Literal["dis", "gen", "both"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
 Precision = Literal["fp32", "bf16", "fp16"]
+Arch = Literal["unit"]  # network families that unitgan.models.build_generator knows
 
 
 @dataclass
 class ModelConfig:
     """Encoders, generators and discriminators (see ``unitgan.models``)."""
 
+    arch: Arch = "unit"  # network family (unitgan.models.build_generator): unit = the UNIT encoders/generators
     input_nc_a: int = 3  # channels of domain A images (1 = grey, 3 = colour)
     input_nc_b: int = 3  # channels of domain B images
     ch: int = 64  # channels after the first encoder convolution

@@ -15,8 +15,10 @@ from unitgan.models.unit import UNITGenerator
 
 
 def build_generator(cfg: ModelConfig) -> UNITGenerator:
-    """Both encoders and generators, with the shared blocks built once."""
-    return UNITGenerator(cfg)
+    """Both encoders and generators of the family ``cfg.arch``, with the shared blocks built once."""
+    if cfg.arch == "unit":
+        return UNITGenerator(cfg)
+    raise ValueError(f"unknown model.arch '{cfg.arch}'")  # config validation lists the valid ones
 
 
 def build_discriminators(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
