@@ -22,9 +22,12 @@ def build_generator(cfg: ModelConfig) -> UNITGenerator:
 
 
 def build_discriminators(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
-    """``dis_a`` and ``dis_b``; each maps [N, C, H, W] to a list of score maps. They may share modules, so
-    collect their parameters through one ``nn.ModuleList`` (which counts a shared parameter once)."""
-    return MultiScaleDiscriminator(cfg, cfg.input_nc_a), MultiScaleDiscriminator(cfg, cfg.input_nc_b)
+    """``dis_a`` and ``dis_b``; each maps [N, C, H, W] to a list of score maps. They share their last
+    ``cfg.dis_n_shared`` layers (the same modules), so collect their parameters through one ``nn.ModuleList``
+    (which counts a shared parameter once)."""
+    dis_a = MultiScaleDiscriminator(cfg, cfg.input_nc_a)
+    dis_b = MultiScaleDiscriminator(cfg, cfg.input_nc_b, shared_with=dis_a if cfg.dis_n_shared else None)
+    return dis_a, dis_b
 
 
 __all__ = [
