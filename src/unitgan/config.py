@@ -22,6 +22,9 @@ from unitgan.errors import UnitganError
 
 Norm = Literal["instance", "batch", "layer", "none"]
 Activation = Literal["lrelu", "relu", "tanh", "none"]
+NormOrSame = Literal["same", "instance", "batch", "layer", "none"]  # same = the value of model.norm
+ActivationOrSame = Literal["same", "lrelu", "relu", "tanh", "none"]  # same = the value of model.activ
+DisDownsample = Literal["avgpool", "gaussian"]
 PadType = Literal["zero", "reflect"]
 Upsample = Literal["deconv", "nearest"]
 FeatUpdate = Literal["dis", "gen", "both"]
@@ -42,16 +45,26 @@ class ModelConfig:
     n_down: int = 2  # stride-2 downsamplings in each encoder (upsamplings in each generator)
     n_res: int = 4  # residual blocks at the end of each encoder / start of each generator
     n_shared: int = 1  # of those, how many are shared between the domains (0 = no weight sharing)
-    norm: Norm = "instance"  # norm in the encoder/generator residual and conv blocks
+    norm: Norm = "instance"  # norm in the encoder/generator conv blocks (and wherever a key below says same)
+    first_norm: NormOrSame = "same"  # norm after the encoder's first (7x7) conv; version_02: none
+    res_norm: NormOrSame = "same"  # norm in the residual blocks; version_02 COCOResGen2: instance (conv stack none)
     up_norm: Norm = "instance"  # norm in the generator's upsampling blocks
-    activ: Activation = "lrelu"  # activation in the encoder/generator
+    activ: Activation = "lrelu"  # activation in the encoder/generator conv blocks (and wherever a key says same)
+    first_activ: ActivationOrSame = "same"  # activation after the encoder's first conv; version_02: lrelu
+    res_activ: ActivationOrSame = "same"  # activation inside the residual blocks; version_02: relu
+    res_dropout: float = 0.0  # dropout after each residual block's second norm, training only (0 = none)
+    lrelu_slope: float = 0.2  # negative slope of every LeakyReLU (generators and discriminators); version_02: 0.01
+    norm_bias: bool = False  # convs followed by instance/batch norm keep a bias (version_02; the norm cancels it)
     pad_type: PadType = "zero"  # padding of all encoder/generator convolutions
     upsample: Upsample = "deconv"  # deconv = transposed conv 3x3 s2; nearest = nearest x2 + conv 5x5
     out_kernel: int = 1  # kernel of the generator's last conv to image channels
     dis_ch: int = 64  # channels of the first discriminator layer
     dis_n_layers: int = 4  # stride-2 conv layers per discriminator scale
     dis_kernel: int = 3  # kernel of the discriminator convs (3 in version_02, 4 in master)
-    dis_n_scales: int = 1  # number of image scales judged (avg-pool x0.5 between scales)
+    dis_first_kernel: int = 0  # kernel of the first discriminator layer (0 = dis_kernel; 7 in COCOSharedDis)
+    dis_n_scales: int = 1  # number of image scales judged (halved between scales, see dis_downsample)
+    dis_downsample: DisDownsample = "avgpool"  # between scales: avgpool 3x3 s2 | gaussian 3x3 blur, every 2nd pixel
+    dis_n_shared: int = 0  # last conv layers (+ the 1x1 head) that dis_a and dis_b share, per scale (0 = none)
     dis_norm: Norm = "none"  # norm in the discriminator
     dis_pad_type: PadType = "zero"  # padding in the discriminator
     gan_type: GanType = "lsgan"  # lsgan | nsgan (non-saturating) | hinge
@@ -196,6 +209,8 @@ class Config:
             ("model.n_down", m.n_down),
             ("model.n_res", m.n_res),
             ("model.n_shared", m.n_shared),
+            ("model.dis_first_kernel", m.dis_first_kernel),
+            ("model.dis_n_shared", m.dis_n_shared),
             ("data.num_workers", d.num_workers),
             ("data.load_size", d.load_size),
             ("optim.lr_step", self.optim.lr_step),
@@ -208,6 +223,13 @@ class Config:
         for key, value in [("model.input_nc_a", m.input_nc_a), ("model.input_nc_b", m.input_nc_b)]:
             _check(value in (1, 3), key, f"must be 1 (grey) or 3 (colour), got {value}")
         _check(m.out_kernel % 2 == 1, "model.out_kernel", f"must be odd, got {m.out_kernel}")
+        _check(0 <= m.res_dropout < 1, "model.res_dropout", f"must be in [0, 1), got {m.res_dropout}")
+        _check(0 <= m.lrelu_slope < 1, "model.lrelu_slope", f"must be in [0, 1), got {m.lrelu_slope}")
+        _check(
+            m.dis_n_shared < m.dis_n_layers,
+            "model.dis_n_shared",
+            f"must be < model.dis_n_layers ({m.dis_n_layers}): the first layer stays private; got {m.dis_n_shared}",
+        )
         factor = 2**m.n_down
         _check(
             d.crop_size % factor == 0,
@@ -246,6 +268,7 @@ class Config:
             )
         if self.da.enabled:
             _check(d.source == "arrays", "da.enabled", "needs data.source=arrays (labelled source digits)")
+            _check(m.dis_n_shared == 0, "model.dis_n_shared", "must be 0 with da.enabled (set da.dis_n_private)")
             _check(
                 1 <= self.da.dis_n_private < m.dis_n_layers,
                 "da.dis_n_private",
@@ -269,6 +292,7 @@ _MAX = {
     "model.n_res": 64,
     "model.out_kernel": 15,
     "model.dis_kernel": 15,
+    "model.dis_first_kernel": 15,
     "model.dis_n_layers": 10,
     "model.dis_n_scales": 8,
     "data.crop_size": 8192,

@@ -3,6 +3,21 @@
 Training, inference and export build networks only through :func:`build_generator` and
 :func:`build_discriminators`, so that a network family chosen in ``ModelConfig`` plugs in without changes
 elsewhere.
+
+The authors' version_02 networks in ``ModelConfig`` keys (presets unit_street, unit_animals, unit_faces; all
+with ``lrelu_slope: 0.01``, ``norm_bias: true``, zero padding, deconv upsampling):
+
+- ``COCOResGen2``: ``norm: none``, ``res_norm: instance``, ``up_norm: none``, ``activ: lrelu``,
+  ``res_activ: relu``, ``res_dropout`` = their ``res_dropout_ratio``;
+- ``COCOResGen``: ``norm: instance``, ``first_norm: none``, ``up_norm: instance``, ``activ: relu``,
+  ``first_activ: lrelu``;
+- ``COCODis``: ``dis_n_layers`` = ``n_layer``, ``dis_n_scales: 1``;
+- ``COCOMsDis``: ``dis_n_scales: 3``, ``dis_downsample: gaussian``;
+- ``COCOSharedDis``: ``dis_n_layers`` = ``n_front_layer + n_shared_layer``, ``dis_n_shared`` = ``n_shared_layer``,
+  ``dis_first_kernel: 7``.
+
+Their Gaussian noise layer after the shared encoder blocks (std 1, training only) is
+:meth:`UNITGenerator.sample`, which the trainer applies.
 """
 
 from __future__ import annotations
@@ -22,9 +37,12 @@ def build_generator(cfg: ModelConfig) -> UNITGenerator:
 
 
 def build_discriminators(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
-    """``dis_a`` and ``dis_b``; each maps [N, C, H, W] to a list of score maps. They may share modules, so
-    collect their parameters through one ``nn.ModuleList`` (which counts a shared parameter once)."""
-    return MultiScaleDiscriminator(cfg, cfg.input_nc_a), MultiScaleDiscriminator(cfg, cfg.input_nc_b)
+    """``dis_a`` and ``dis_b``; each maps [N, C, H, W] to a list of score maps. They share their last
+    ``cfg.dis_n_shared`` layers (the same modules), so collect their parameters through one ``nn.ModuleList``
+    (which counts a shared parameter once)."""
+    dis_a = MultiScaleDiscriminator(cfg, cfg.input_nc_a)
+    dis_b = MultiScaleDiscriminator(cfg, cfg.input_nc_b, shared_with=dis_a if cfg.dis_n_shared else None)
+    return dis_a, dis_b
 
 
 __all__ = [

@@ -23,7 +23,8 @@ class DADiscriminator(nn.Module):
 
     Args:
         cfg: the run's config; reads ``model.input_nc_a/b``, ``model.dis_ch``, ``model.dis_n_layers``,
-            ``model.dis_norm``, ``model.dis_pad_type``, ``model.init``, ``data.crop_size`` and
+            ``model.dis_norm``, ``model.dis_pad_type``, ``model.lrelu_slope``, ``model.norm_bias``, ``model.init``,
+            ``data.crop_size`` and
             ``da.dis_n_private``, ``da.n_classes``, ``da.dropout``.
     """
 
@@ -35,7 +36,7 @@ class DADiscriminator(nn.Module):
         c = m.dis_ch * 2 ** (da.dis_n_private - 1)
         shared: list[nn.Module] = []
         for _ in range(m.dis_n_layers - da.dis_n_private):
-            shared.append(ConvBlock(c, 2 * c, 3, 2, m.dis_norm, "lrelu", m.dis_pad_type))
+            shared.append(ConvBlock(c, 2 * c, 3, 2, m.dis_norm, "lrelu", m.dis_pad_type, m.lrelu_slope, m.norm_bias))
             if da.dropout > 0:
                 shared.append(nn.Dropout(da.dropout))
             c *= 2
@@ -49,10 +50,10 @@ class DADiscriminator(nn.Module):
     @staticmethod
     def _private(in_ch: int, cfg: Config) -> nn.Sequential:
         m = cfg.model
-        layers: list[nn.Module] = [ConvBlock(in_ch, m.dis_ch, 3, 2, "none", "lrelu", m.dis_pad_type)]
+        layers: list[nn.Module] = [ConvBlock(in_ch, m.dis_ch, 3, 2, "none", "lrelu", m.dis_pad_type, m.lrelu_slope)]
         c = m.dis_ch
         for _ in range(cfg.da.dis_n_private - 1):
-            layers.append(ConvBlock(c, 2 * c, 3, 2, m.dis_norm, "lrelu", m.dis_pad_type))
+            layers.append(ConvBlock(c, 2 * c, 3, 2, m.dis_norm, "lrelu", m.dis_pad_type, m.lrelu_slope, m.norm_bias))
             c *= 2
         return nn.Sequential(*layers)
 

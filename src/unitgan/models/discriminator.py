@@ -1,4 +1,4 @@
-"""Multi-scale patch discriminators (one per domain)."""
+"""Multi-scale patch discriminators (one per domain), optionally sharing their later layers."""
 
 from __future__ import annotations
 
@@ -7,42 +7,70 @@ import torch.nn.functional as F
 from torch import nn
 
 from unitgan.config import ModelConfig
-from unitgan.models.layers import ConvBlock, init_weights
+from unitgan.models.layers import ConvBlock, blur_downsample, init_weights
 
 
 class PatchDiscriminator(nn.Module):
-    """``n_layers`` stride-2 conv layers (kernel 3 or 4) (channels doubling, LeakyReLU) and a 1x1 conv to one score per patch."""
+    """``dis_n_layers`` stride-2 conv layers (channels doubling, LeakyReLU) and a 1x1 conv to one score per patch.
 
-    def __init__(self, in_ch: int, ch: int, n_layers: int, norm: str, pad_type: str, kernel: int = 3):
+    The first layer has kernel ``dis_first_kernel`` (0 = ``dis_kernel``) and no norm. With ``shared_tail`` (the
+    last ``dis_n_shared`` conv layers and the 1x1 head of another domain's discriminator) only the first layers
+    are built here and those modules are reused: both domains then hold the same Parameter objects.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_ch: int, shared_tail: list[nn.Module] | None = None):
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(in_ch, ch, kernel, 2, "none", "lrelu", pad_type)]
-        c = ch
-        for _ in range(n_layers - 1):
-            layers.append(ConvBlock(c, 2 * c, kernel, 2, norm, "lrelu", pad_type))
+        first_kernel = cfg.dis_first_kernel or cfg.dis_kernel
+        slope, bias = cfg.lrelu_slope, cfg.norm_bias
+        layers: list[nn.Module] = [
+            ConvBlock(in_ch, cfg.dis_ch, first_kernel, 2, "none", "lrelu", cfg.dis_pad_type, slope, bias)
+        ]
+        n_own = cfg.dis_n_layers - (cfg.dis_n_shared if shared_tail is not None else 0)
+        c = cfg.dis_ch
+        for _ in range(n_own - 1):
+            layers.append(ConvBlock(c, 2 * c, cfg.dis_kernel, 2, cfg.dis_norm, "lrelu", cfg.dis_pad_type, slope, bias))
             c *= 2
-        layers.append(nn.Conv2d(c, 1, 1))
-        self.net = nn.Sequential(*layers)
+        if shared_tail is None:
+            layers.append(nn.Conv2d(c, 1, 1))
+        self.n_private = len(layers)  # modules of ``net`` that belong to this discriminator alone
+        self.net = nn.Sequential(*layers, *(shared_tail or []))
+
+    def tail(self, n_layers: int) -> list[nn.Module]:
+        """The last ``n_layers`` conv layers and the 1x1 head (the modules another discriminator shares)."""
+        return list(self.net)[-(n_layers + 1) :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, in_ch, H, W] -> [N, 1, H/2^n, W/2^n]
         return self.net(x)
 
 
 class MultiScaleDiscriminator(nn.Module):
-    """The same patch discriminator design applied to the image at ``n_scales`` resolutions."""
+    """The same patch discriminator design applied to the image at ``dis_n_scales`` resolutions.
 
-    def __init__(self, cfg: ModelConfig, in_ch: int):
+    Between scales the image is halved by a 3x3 average pool (``dis_downsample: avgpool``) or by 3x3 Gaussian
+    smoothing and subsampling (``gaussian``, version_02's ``COCOMsDis``). With ``shared_with`` (``dis_a``) and
+    ``dis_n_shared`` > 0, each scale reuses the last layers of the same scale of ``shared_with``
+    (version_02's ``COCOSharedDis``); only this discriminator's own layers are initialised here.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_ch: int, shared_with: MultiScaleDiscriminator | None = None):
         super().__init__()
+        self.downsample = cfg.dis_downsample
         self.scales = nn.ModuleList(
-            PatchDiscriminator(in_ch, cfg.dis_ch, cfg.dis_n_layers, cfg.dis_norm, cfg.dis_pad_type, cfg.dis_kernel)
-            for _ in range(cfg.dis_n_scales)
+            PatchDiscriminator(
+                cfg, in_ch, None if shared_with is None else shared_with.scales[i].tail(cfg.dis_n_shared)
+            )
+            for i in range(cfg.dis_n_scales)
         )
-        init_weights(self, cfg.init)
+        init_weights(nn.ModuleList(dis.net[: dis.n_private] for dis in self.scales), cfg.init)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[N, C, H, W] -> one score map per scale, finest first."""
         outs = []
         for i, dis in enumerate(self.scales):
             if i:
-                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+                if self.downsample == "gaussian":
+                    x = blur_downsample(x)
+                else:
+                    x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
             outs.append(dis(x))
         return outs

@@ -34,9 +34,10 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm '{kind}'")
 
 
-def make_activation(kind: str) -> nn.Module:
+def make_activation(kind: str, slope: float = 0.2) -> nn.Module:
+    """``slope``: the negative slope of 'lrelu' (``model.lrelu_slope``)."""
     if kind == "lrelu":
-        return nn.LeakyReLU(0.2, inplace=True)  # saves only its output, which the next conv keeps anyway
+        return nn.LeakyReLU(slope, inplace=True)  # saves only its output, which the next conv keeps anyway
     if kind == "relu":
         return nn.ReLU(inplace=True)
     if kind == "tanh":
@@ -46,8 +47,28 @@ def make_activation(kind: str) -> nn.Module:
     raise ValueError(f"unknown activation '{kind}'")
 
 
+def or_default(value: str, default: str) -> str:
+    """A config choice that may be 'same' (``model.res_norm`` etc.): ``default`` then, else the value."""
+    return default if value == "same" else value
+
+
+def blur_downsample(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C, ceil(H/2), ceil(W/2)]: 3x3 Gaussian smoothing (the binomial [1, 2, 1] / 4 in each
+    direction, which is what OpenCV's getGaussianKernel(3, -1) gives; replicated borders), then every second
+    pixel. version_02's multi-scale discriminator subsamples this way."""
+    c = x.shape[1]
+    k1 = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
+    kernel = (k1[:, None] * k1[None, :]).expand(c, 1, 3, 3)  # one 3x3 filter per channel
+    x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+    return x[:, :, ::2, ::2]
+
+
 class ConvBlock(nn.Sequential):
-    """pad -> conv -> norm -> activation. Padding is explicit so 'reflect' and 'zero' behave alike."""
+    """pad -> conv -> norm -> activation. Padding is explicit so 'reflect' and 'zero' behave alike.
+
+    The conv has a bias when no norm (or layer norm) follows it, or when ``norm_bias`` is set (version_02 keeps
+    it; instance and batch norm cancel it, so it only adds parameters). ``slope``: LeakyReLU's negative slope.
+    """
 
     def __init__(
         self,
@@ -58,6 +79,8 @@ class ConvBlock(nn.Sequential):
         norm: str = "none",
         activ: str = "lrelu",
         pad_type: str = "zero",
+        slope: float = 0.2,
+        norm_bias: bool = False,
     ):
         pad = (kernel - 1) // 2  # 'same' for odd kernels; halves the size exactly for k=4, s=2
         layers: list[nn.Module] = []
@@ -68,9 +91,9 @@ class ConvBlock(nn.Sequential):
             layers.append(nn.Identity())  # keeps the layer indices (state-dict keys) of the reflect case
             conv_pad = pad
         layers += [
-            nn.Conv2d(in_ch, out_ch, kernel, stride, padding=conv_pad, bias=norm in ("none", "layer")),
+            nn.Conv2d(in_ch, out_ch, kernel, stride, padding=conv_pad, bias=norm_bias or norm in ("none", "layer")),
             make_norm(norm, out_ch),
-            make_activation(activ),
+            make_activation(activ, slope),
         ]
         super().__init__(*layers)
 
@@ -78,17 +101,27 @@ class ConvBlock(nn.Sequential):
 class UpBlock(nn.Sequential):
     """x2 upsampling: transposed conv 3x3 s2 ('deconv', the paper) or nearest x2 + conv 5x5 ('nearest')."""
 
-    def __init__(self, in_ch: int, out_ch: int, mode: str, norm: str, activ: str, pad_type: str):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        mode: str,
+        norm: str,
+        activ: str,
+        pad_type: str,
+        slope: float = 0.2,
+        norm_bias: bool = False,
+    ):
         if mode == "deconv":
             layers: list[nn.Module] = [
-                nn.ConvTranspose2d(in_ch, out_ch, 3, 2, padding=1, output_padding=1, bias=norm == "none"),
+                nn.ConvTranspose2d(in_ch, out_ch, 3, 2, padding=1, output_padding=1, bias=norm_bias or norm == "none"),
                 make_norm(norm, out_ch),
-                make_activation(activ),
+                make_activation(activ, slope),
             ]
         elif mode == "nearest":
             layers = [
                 nn.Upsample(scale_factor=2, mode="nearest"),
-                *ConvBlock(in_ch, out_ch, 5, 1, norm, activ, pad_type),
+                *ConvBlock(in_ch, out_ch, 5, 1, norm, activ, pad_type, slope, norm_bias),
             ]
         else:
             raise ValueError(f"unknown upsample mode '{mode}'")
@@ -96,19 +129,34 @@ class UpBlock(nn.Sequential):
 
 
 class ResBlock(nn.Module):
-    """x + conv3x3(norm, activ) -> conv3x3(norm). Channels and size are kept.
+    """x + [conv3x3(norm, activ) -> conv3x3(norm) -> dropout]. Channels and size are kept.
+
+    ``dropout`` > 0 adds dropout after the second norm (version_02's ``res_dropout_ratio``; active in training
+    mode only). ``slope`` and ``norm_bias`` as in :class:`ConvBlock`.
 
     With ``checkpointing = True`` (``train.activation_checkpointing``) the body's activations are not kept
     for backward but recomputed: less memory for large images, about one more forward of the block.
     """
 
-    def __init__(self, ch: int, norm: str, activ: str, pad_type: str):
+    def __init__(
+        self,
+        ch: int,
+        norm: str,
+        activ: str,
+        pad_type: str,
+        dropout: float = 0.0,
+        slope: float = 0.2,
+        norm_bias: bool = False,
+    ):
         super().__init__()
         self.checkpointing = False
-        self.body = nn.Sequential(
-            ConvBlock(ch, ch, 3, 1, norm, activ, pad_type),
-            ConvBlock(ch, ch, 3, 1, norm, "none", pad_type),
-        )
+        layers: list[nn.Module] = [
+            ConvBlock(ch, ch, 3, 1, norm, activ, pad_type, slope, norm_bias),
+            ConvBlock(ch, ch, 3, 1, norm, "none", pad_type, slope, norm_bias),
+        ]
+        if dropout > 0:  # no parameters: the state-dict keys stay those of a block without dropout
+            layers.append(nn.Dropout(dropout))
+        self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W]
         if self.checkpointing and torch.is_grad_enabled():

@@ -14,7 +14,20 @@ import torch
 from torch import nn
 
 from unitgan.config import ModelConfig
-from unitgan.models.layers import ConvBlock, ResBlock, UpBlock, init_weights
+from unitgan.models.layers import ConvBlock, ResBlock, UpBlock, init_weights, or_default
+
+
+def res_block(cfg: ModelConfig, ch: int) -> ResBlock:
+    """One encoder/generator residual block as ``cfg`` sets it (``res_norm``, ``res_activ``, ``res_dropout``)."""
+    return ResBlock(
+        ch,
+        or_default(cfg.res_norm, cfg.norm),
+        or_default(cfg.res_activ, cfg.activ),
+        cfg.pad_type,
+        cfg.res_dropout,
+        cfg.lrelu_slope,
+        cfg.norm_bias,
+    )
 
 
 class EncoderPrivate(nn.Module):
@@ -23,11 +36,13 @@ class EncoderPrivate(nn.Module):
     def __init__(self, cfg: ModelConfig, in_ch: int):
         super().__init__()
         c = cfg.ch
-        layers: list[nn.Module] = [ConvBlock(in_ch, c, 7, 1, cfg.norm, cfg.activ, cfg.pad_type)]
+        slope, bias = cfg.lrelu_slope, cfg.norm_bias
+        first_norm, first_activ = or_default(cfg.first_norm, cfg.norm), or_default(cfg.first_activ, cfg.activ)
+        layers: list[nn.Module] = [ConvBlock(in_ch, c, 7, 1, first_norm, first_activ, cfg.pad_type, slope, bias)]
         for _ in range(cfg.n_down):
-            layers.append(ConvBlock(c, 2 * c, 3, 2, cfg.norm, cfg.activ, cfg.pad_type))
+            layers.append(ConvBlock(c, 2 * c, 3, 2, cfg.norm, cfg.activ, cfg.pad_type, slope, bias))
             c *= 2
-        layers += [ResBlock(c, cfg.norm, cfg.activ, cfg.pad_type) for _ in range(cfg.n_res - cfg.n_shared)]
+        layers += [res_block(cfg, c) for _ in range(cfg.n_res - cfg.n_shared)]
         self.net = nn.Sequential(*layers)
         self.out_ch = c
 
@@ -41,11 +56,10 @@ class DecoderPrivate(nn.Module):
     def __init__(self, cfg: ModelConfig, out_ch: int):
         super().__init__()
         c = cfg.ch * 2**cfg.n_down
-        layers: list[nn.Module] = [
-            ResBlock(c, cfg.norm, cfg.activ, cfg.pad_type) for _ in range(cfg.n_res - cfg.n_shared)
-        ]
+        layers: list[nn.Module] = [res_block(cfg, c) for _ in range(cfg.n_res - cfg.n_shared)]
         for _ in range(cfg.n_down):
-            layers.append(UpBlock(c, c // 2, cfg.upsample, cfg.up_norm, cfg.activ, cfg.pad_type))
+            up = UpBlock(c, c // 2, cfg.upsample, cfg.up_norm, cfg.activ, cfg.pad_type, cfg.lrelu_slope, cfg.norm_bias)
+            layers.append(up)
             c //= 2
         layers += [ConvBlock(c, out_ch, cfg.out_kernel, 1, "none", "tanh", cfg.pad_type)]
         self.net = nn.Sequential(*layers)
@@ -67,8 +81,8 @@ class UNITGenerator(nn.Module):
         self.enc_a = EncoderPrivate(cfg, cfg.input_nc_a)
         self.enc_b = EncoderPrivate(cfg, cfg.input_nc_b)
         c = self.enc_a.out_ch
-        self.enc_shared = nn.Sequential(*[ResBlock(c, cfg.norm, cfg.activ, cfg.pad_type) for _ in range(cfg.n_shared)])
-        self.dec_shared = nn.Sequential(*[ResBlock(c, cfg.norm, cfg.activ, cfg.pad_type) for _ in range(cfg.n_shared)])
+        self.enc_shared = nn.Sequential(*[res_block(cfg, c) for _ in range(cfg.n_shared)])
+        self.dec_shared = nn.Sequential(*[res_block(cfg, c) for _ in range(cfg.n_shared)])
         self.dec_a = DecoderPrivate(cfg, cfg.input_nc_a)
         self.dec_b = DecoderPrivate(cfg, cfg.input_nc_b)
         self.latent_ch = c
@@ -87,7 +101,9 @@ class UNITGenerator(nn.Module):
 
     @staticmethod
     def sample(mu: torch.Tensor) -> torch.Tensor:
-        """z = mu + eta, eta ~ N(0, I): the unit-variance Gaussian latent used while training."""
+        """z = mu + eta, eta ~ N(0, I): the unit-variance Gaussian latent used while training. This is
+        version_02's noise layer after the shared encoder blocks (``GaussianNoiseLayer``: unscaled
+        ``randn``, so std 1, added in training mode only)."""
         return mu + torch.randn_like(mu)
 
     def translate(self, x: torch.Tensor, direction: str) -> torch.Tensor:
