@@ -9,7 +9,7 @@ drawn from N(0, I) (many outputs for one input) or encoded from an example image
 
 Layer kinds come from ``ModelConfig`` as for UNIT (``norm`` in the content encoder, ``up_norm`` and
 ``upsample`` in the decoder's upsampling, ``out_kernel`` of the last conv, ``activ``, ``pad_type``, ``init``);
-the ``munit_paper`` settings are instance norm, layer norm, nearest + conv 5x5, 7, relu, reflect, kaiming.
+the MUNIT paper's are instance norm, layer norm, nearest + conv 5x5, 7, relu, reflect and kaiming.
 The downsampling convs are 4x4 stride 2, as in the MUNIT paper.
 
 Weight sharing (``model.n_shared``, UNIT's shared-latent constraint, which MUNIT does not have): the last
