@@ -31,14 +31,15 @@ FeatUpdate = Literal["dis", "gen", "both"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
 Precision = Literal["fp32", "bf16", "fp16"]
-Arch = Literal["unit"]  # network families that unitgan.models.build_generator knows
+Arch = Literal["unit", "munit"]  # network families that unitgan.models.build_generator knows
 
 
 @dataclass
 class ModelConfig:
     """Encoders, generators and discriminators (see ``unitgan.models``)."""
 
-    arch: Arch = "unit"  # network family (unitgan.models.build_generator): unit = the UNIT encoders/generators
+    arch: Arch = "unit"  # network family (unitgan.models.build_generator): unit = the UNIT encoders/generators,
+    #   munit = MUNIT content/style encoders and AdaIN decoders (its own keys in the munit section)
     input_nc_a: int = 3  # channels of domain A images (1 = grey, 3 = colour)
     input_nc_b: int = 3  # channels of domain B images
     ch: int = 64  # channels after the first encoder convolution
@@ -117,6 +118,8 @@ class DataConfig:
     synthetic_train: int = 20_000  # synthetic: scenes per domain in the training split
     synthetic_test: int = 200  # synthetic: held-out scenes (rendered in both styles)
     synthetic_palette: Literal["single", "kind"] = "single"  # synthetic B: one colour, or a colour per shape kind
+    synthetic_modes: int = 1  # synthetic B: K (1..6) valid renderings per scene (background and paint), one drawn
+    #   per image; 1 = the single rendering; > 1 = a multimodal ground truth (MUNIT)
 
 
 @dataclass
@@ -168,6 +171,21 @@ class DAConfig:
 
 
 @dataclass
+class MUNITConfig:
+    """MUNIT (``model.arch=munit``): style codes and the weights of its objective (``unitgan.losses``,
+    section "MUNIT"). Layer kinds and sizes come from ``model`` as for UNIT; see ``unitgan.models.munit``."""
+
+    style_dim: int = 8  # length of a style code (drawn from N(0, I) at test time)
+    style_n_down: int = 4  # stride-2 convs of the style encoder (the first two double the channels), >= 2
+    mlp_dim: int = 256  # width of the 3-layer MLP that maps a style code to the decoder's AdaIN means and stds
+    gan_w: float = 1.0  # GAN loss on translations x_ab, x_ba
+    recon_w: float = 10.0  # L1 image reconstruction of x_aa, x_bb (own content and style)
+    recon_c_w: float = 1.0  # L1 between the content of x_a and the content re-encoded from x_ab (and of b)
+    recon_s_w: float = 1.0  # L1 between the sampled style and the style re-encoded from the translation
+    cyc_recon_w: float = 0.0  # L1 explicit cycle x_aba, x_bab (re-encoded content + own style); 0 = off
+
+
+@dataclass
 class Config:
     """The complete configuration of a run."""
 
@@ -177,6 +195,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     da: DAConfig = field(default_factory=DAConfig)
+    munit: MUNITConfig = field(default_factory=MUNITConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -276,6 +295,14 @@ class Config:
             )
             _check(self.da.n_classes >= 2, "da.n_classes", f"must be >= 2, got {self.da.n_classes}")
             _check(0 <= self.da.dropout < 1, "da.dropout", f"must be in [0, 1), got {self.da.dropout}")
+        mu = self.munit
+        _check(1 <= d.synthetic_modes <= 6, "data.synthetic_modes", f"must be in 1..6, got {d.synthetic_modes}")
+        _check(1 <= mu.style_dim <= 1024, "munit.style_dim", f"must be in 1..1024, got {mu.style_dim}")
+        _check(2 <= mu.style_n_down <= 8, "munit.style_n_down", f"must be in 2..8, got {mu.style_n_down}")
+        _check(1 <= mu.mlp_dim <= 8192, "munit.mlp_dim", f"must be in 1..8192, got {mu.mlp_dim}")
+        for key in ["gan_w", "recon_w", "recon_c_w", "recon_s_w", "cyc_recon_w"]:
+            v = getattr(mu, key)
+            _check(v >= 0 and math.isfinite(v), f"munit.{key}", f"must be a finite number >= 0, got {v}")
         if d.load_size:
             _check(
                 d.load_size >= d.crop_size,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from unitgan.config import LossConfig
+from unitgan.config import LossConfig, MUNITConfig
 
 
 def kl_loss(mu: torch.Tensor) -> torch.Tensor:
@@ -101,6 +101,72 @@ def unit_gen_loss(
         "kl": w.kl_w,
         "recon": w.recon_w,
         "cyc_kl": w.cyc_kl_w,
+        "cyc_recon": w.cyc_recon_w,
+    }
+    total = sum(weights[name.rsplit("_", 1)[0]] * value for name, value in terms.items())
+    return total, {k: v.detach() for k, v in terms.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# MUNIT (content/style)
+#
+# Each image is a content code c (meant to be common to both domains) and a style code s of its domain.
+# x_ab = dec_b(c_a, s_b) with s_b ~ N(0, I); re-encoding x_ab must give back c_a and s_b.
+
+
+@dataclass
+class MUNITOutputs:
+    """Everything the MUNIT encoder/decoder step computes for one batch of each domain."""
+
+    x_a: torch.Tensor  # [N, Ca, H, W] real A
+    x_b: torch.Tensor  # [N, Cb, H, W] real B
+    c_a: torch.Tensor  # [N, C, h, w] content of x_a
+    c_b: torch.Tensor
+    s_a: torch.Tensor  # [N, style_dim] style of A drawn from N(0, I) (used for x_ba)
+    s_b: torch.Tensor  # style of B drawn from N(0, I) (used for x_ab)
+    x_aa: torch.Tensor  # reconstruction dec_a(c_a, enc_s_a(x_a))
+    x_bb: torch.Tensor
+    x_ab: torch.Tensor  # translation dec_b(c_a, s_b)
+    x_ba: torch.Tensor  # translation dec_a(c_b, s_a)
+    c_ab: torch.Tensor  # content re-encoded from x_ab (should be c_a)
+    c_ba: torch.Tensor  # content re-encoded from x_ba (should be c_b)
+    s_ab: torch.Tensor  # style re-encoded from x_ab (should be s_b)
+    s_ba: torch.Tensor  # style re-encoded from x_ba (should be s_a)
+    x_aba: torch.Tensor | None = None  # explicit cycle dec_a(c_ab, enc_s_a(x_a)); None when its weight is 0
+    x_bab: torch.Tensor | None = None
+
+
+def munit_gen_loss(
+    out: MUNITOutputs,
+    d_fake_ab: list[torch.Tensor],
+    d_fake_ba: list[torch.Tensor],
+    w: MUNITConfig,
+    gan_type: str,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The MUNIT encoder/decoder objective. ``d_fake_ab`` = dis_b(x_ab), ``d_fake_ba`` = dis_a(x_ba).
+
+    The content targets c_a, c_b are not detached (the authors' choice): both encodings move towards each
+    other. The explicit cycle terms are present only when ``out.x_aba`` and ``out.x_bab`` are given.
+    Returns the weighted total and the unweighted named terms (detached) for logging.
+    """
+    terms = {
+        "gan_a": gan_g_loss(d_fake_ba, gan_type),  # D_A judges x_ba
+        "gan_b": gan_g_loss(d_fake_ab, gan_type),  # D_B judges x_ab
+        "recon_a": l1_loss(out.x_aa, out.x_a),
+        "recon_b": l1_loss(out.x_bb, out.x_b),
+        "recon_c_a": l1_loss(out.c_ab, out.c_a),
+        "recon_c_b": l1_loss(out.c_ba, out.c_b),
+        "recon_s_a": l1_loss(out.s_ba, out.s_a),
+        "recon_s_b": l1_loss(out.s_ab, out.s_b),
+    }
+    if out.x_aba is not None and out.x_bab is not None:
+        terms["cyc_recon_a"] = l1_loss(out.x_aba, out.x_a)
+        terms["cyc_recon_b"] = l1_loss(out.x_bab, out.x_b)
+    weights = {
+        "gan": w.gan_w,
+        "recon": w.recon_w,
+        "recon_c": w.recon_c_w,
+        "recon_s": w.recon_s_w,
         "cyc_recon": w.cyc_recon_w,
     }
     total = sum(weights[name.rsplit("_", 1)[0]] * value for name, value in terms.items())

@@ -24,15 +24,19 @@ from __future__ import annotations
 
 from torch import nn
 
-from unitgan.config import ModelConfig
+from unitgan.config import ModelConfig, MUNITConfig
 from unitgan.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator
+from unitgan.models.munit import MUNITGenerator
 from unitgan.models.unit import UNITGenerator
 
 
-def build_generator(cfg: ModelConfig) -> UNITGenerator:
-    """Both encoders and generators of the family ``cfg.arch``, with the shared blocks built once."""
+def build_generator(cfg: ModelConfig, munit: MUNITConfig | None = None) -> UNITGenerator | MUNITGenerator:
+    """Both encoders and generators of the family ``cfg.arch``, with the shared blocks built once.
+    ``munit`` (the config's ``munit`` section; defaults when None) is read only by ``arch=munit``."""
     if cfg.arch == "unit":
         return UNITGenerator(cfg)
+    if cfg.arch == "munit":
+        return MUNITGenerator(cfg, munit or MUNITConfig())
     raise ValueError(f"unknown model.arch '{cfg.arch}'")  # config validation lists the valid ones
 
 
@@ -46,6 +50,7 @@ def build_discriminators(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
 
 
 __all__ = [
+    "MUNITGenerator",
     "MultiScaleDiscriminator",
     "PatchDiscriminator",
     "UNITGenerator",

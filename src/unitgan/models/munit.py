@@ -1,0 +1,200 @@
+"""The MUNIT translation network: per domain a content encoder, a style encoder and an AdaIN decoder.
+
+An image splits into a content code (spatial, meant to be common to both domains) and a style code (a small
+vector, specific to its domain). Translation A -> B keeps the content of ``x_a`` and takes a style of B:
+drawn from N(0, I) (many outputs for one input) or encoded from an example image of B.
+
+    x_a -> enc_c_a -> c_a [N, C, h, w]        x_a -> enc_s_a -> s_a [N, style_dim]
+    (c, s_b) -> mlp_b(s_b) = AdaIN means and stds -> dec_b (AdaIN residual blocks -> upsampling) -> x_?b
+
+Layer kinds come from ``ModelConfig`` as for UNIT (``norm`` in the content encoder, ``up_norm`` and
+``upsample`` in the decoder's upsampling, ``out_kernel`` of the last conv, ``activ``, ``pad_type``, ``init``);
+the MUNIT paper's are instance norm, layer norm, nearest + conv 5x5, 7, relu, reflect and kaiming.
+The downsampling convs are 4x4 stride 2, as in the MUNIT paper.
+
+Weight sharing (``model.n_shared``, UNIT's shared-latent constraint, which MUNIT does not have): the last
+``n_shared`` residual blocks of the two content encoders are one module, ``enc_c_shared``. The decoders stay
+private: their residual blocks are where AdaIN injects the domain's style, and UNIT's shared generator
+blocks have no counterpart once the content code is already common to both domains.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unitgan.config import ModelConfig, MUNITConfig
+from unitgan.models.layers import ConvBlock, ResBlock, UpBlock, init_weights, make_activation
+
+
+def adain(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Adaptive instance norm: normalise each channel of each sample, then scale by ``std`` and shift by
+    ``mean``. ``x`` [N, C, H, W]; ``mean``, ``std`` [N, C] (from the style code, per sample)."""
+    return F.instance_norm(x, eps=eps) * std[:, :, None, None] + mean[:, :, None, None]
+
+
+class AdaINResBlock(nn.Module):
+    """x + conv3x3 -> AdaIN -> activ -> conv3x3 -> AdaIN. Takes its AdaIN parameters as an input."""
+
+    def __init__(self, ch: int, activ: str, pad_type: str):
+        super().__init__()
+        self.ch = ch
+        self.conv1 = ConvBlock(ch, ch, 3, 1, "none", "none", pad_type)
+        self.conv2 = ConvBlock(ch, ch, 3, 1, "none", "none", pad_type)
+        self.act = make_activation(activ)
+        self.n_params = 4 * ch  # mean and std of two AdaIN layers
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``x`` [N, C, H, W], ``params`` [N, 4C] = (mean1, std1, mean2, std2) -> [N, C, H, W]."""
+        m1, s1, m2, s2 = params.split(self.ch, dim=1)
+        h = self.act(adain(self.conv1(x), m1, s1))
+        return x + adain(self.conv2(h), m2, s2)
+
+
+class MLP(nn.Sequential):
+    """``n_layers`` linear layers, ``activ`` between them (not after the last)."""
+
+    def __init__(self, in_dim: int, out_dim: int, width: int, n_layers: int, activ: str):
+        layers: list[nn.Module] = []
+        dim = in_dim
+        for _ in range(n_layers - 1):
+            layers += [nn.Linear(dim, width), make_activation(activ)]
+            dim = width
+        layers.append(nn.Linear(dim, out_dim))
+        super().__init__(*layers)
+
+
+class ContentEncoderPrivate(nn.Module):
+    """conv7x7 s1 -> n_down x conv4x4 s2 (channels doubling) -> private residual blocks."""
+
+    def __init__(self, cfg: ModelConfig, in_ch: int):
+        super().__init__()
+        c = cfg.ch
+        layers: list[nn.Module] = [ConvBlock(in_ch, c, 7, 1, cfg.norm, cfg.activ, cfg.pad_type)]
+        for _ in range(cfg.n_down):
+            layers.append(ConvBlock(c, 2 * c, 4, 2, cfg.norm, cfg.activ, cfg.pad_type))
+            c *= 2
+        layers += [ResBlock(c, cfg.norm, cfg.activ, cfg.pad_type) for _ in range(cfg.n_res - cfg.n_shared)]
+        self.net = nn.Sequential(*layers)
+        self.out_ch = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, in_ch, H, W] -> [N, C, H/2^d, W/2^d]
+        return self.net(x)
+
+
+class StyleEncoder(nn.Module):
+    """conv7x7 -> two conv4x4 s2 doubling the channels -> (n_down - 2) conv4x4 s2 -> global average pool ->
+    conv1x1 to ``style_dim``. No norm: instance norm would remove the very statistics that make the style."""
+
+    def __init__(self, cfg: ModelConfig, mcfg: MUNITConfig, in_ch: int):
+        super().__init__()
+        c = cfg.ch
+        layers: list[nn.Module] = [ConvBlock(in_ch, c, 7, 1, "none", cfg.activ, cfg.pad_type)]
+        for i in range(mcfg.style_n_down):
+            out = 2 * c if i < 2 else c
+            layers.append(ConvBlock(c, out, 4, 2, "none", cfg.activ, cfg.pad_type))
+            c = out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, mcfg.style_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, in_ch, H, W] -> [N, style_dim]
+        return self.net(x).flatten(1)
+
+
+class Decoder(nn.Module):
+    """AdaIN residual blocks -> n_down x upsampling (channels halving) -> conv to image -> tanh, with an MLP
+    that maps the style code to every AdaIN mean and std of the residual blocks."""
+
+    def __init__(self, cfg: ModelConfig, mcfg: MUNITConfig, out_ch: int):
+        super().__init__()
+        c = cfg.ch * 2**cfg.n_down
+        self.res = nn.ModuleList([AdaINResBlock(c, cfg.activ, cfg.pad_type) for _ in range(cfg.n_res)])
+        self.n_adain = sum(b.n_params for b in self.res)
+        self.mlp = MLP(mcfg.style_dim, self.n_adain, mcfg.mlp_dim, 3, cfg.activ)
+        layers: list[nn.Module] = []
+        for _ in range(cfg.n_down):
+            layers.append(UpBlock(c, c // 2, cfg.upsample, cfg.up_norm, cfg.activ, cfg.pad_type))
+            c //= 2
+        layers.append(ConvBlock(c, out_ch, cfg.out_kernel, 1, "none", "tanh", cfg.pad_type))
+        self.up = nn.Sequential(*layers)
+
+    def forward(self, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """content [N, C, h, w], style [N, style_dim] -> image [N, out_ch, h*2^d, w*2^d] in [-1, 1]."""
+        params = self.mlp(s)  # [N, n_adain]
+        h = c
+        for block, p in zip(self.res, params.split([b.n_params for b in self.res], dim=1), strict=True):
+            h = block(h, p)
+        return self.up(h)
+
+
+class MUNITGenerator(nn.Module):
+    """Content encoders, style encoders and decoders of both domains, with the shared content blocks built once.
+
+    Attributes: ``enc_c_a``, ``enc_c_b`` (private content encoder parts), ``enc_c_shared``, ``enc_s_a``,
+    ``enc_s_b`` (style encoders), ``dec_a``, ``dec_b`` (decoders, each with its MLP).
+    """
+
+    def __init__(self, cfg: ModelConfig, mcfg: MUNITConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.enc_c_a = ContentEncoderPrivate(cfg, cfg.input_nc_a)
+        self.enc_c_b = ContentEncoderPrivate(cfg, cfg.input_nc_b)
+        c = self.enc_c_a.out_ch
+        self.enc_c_shared = nn.Sequential(
+            *[ResBlock(c, cfg.norm, cfg.activ, cfg.pad_type) for _ in range(cfg.n_shared)]
+        )
+        self.enc_s_a = StyleEncoder(cfg, mcfg, cfg.input_nc_a)
+        self.enc_s_b = StyleEncoder(cfg, mcfg, cfg.input_nc_b)
+        self.dec_a = Decoder(cfg, mcfg, cfg.input_nc_a)
+        self.dec_b = Decoder(cfg, mcfg, cfg.input_nc_b)
+        self.content_ch = c
+        self.style_dim = mcfg.style_dim
+        # the content encoder halves n_down times; the style encoder's extra stride-2 convs end in a global
+        # pool, which takes any size, so only the content path sets the multiple
+        self.size_multiple = 2**cfg.n_down
+        init_weights(self, cfg.init)
+
+    def encode_content(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        """[N, input_nc, H, W] -> content [N, content_ch, H/2^d, W/2^d]."""
+        enc = self.enc_c_a if domain == "a" else self.enc_c_b
+        return self.enc_c_shared(enc(x))
+
+    def encode_style(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        """[N, input_nc, H, W] -> style [N, style_dim]."""
+        return (self.enc_s_a if domain == "a" else self.enc_s_b)(x)
+
+    def encode(self, x: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(content, style) of images of ``domain`` ('a' or 'b')."""
+        return self.encode_content(x, domain), self.encode_style(x, domain)
+
+    def decode(self, c: torch.Tensor, s: torch.Tensor, domain: str) -> torch.Tensor:
+        """content [N, content_ch, h, w] + style [N, style_dim] -> image of ``domain`` in [-1, 1]."""
+        return (self.dec_a if domain == "a" else self.dec_b)(c, s)
+
+    def sample_style(self, n: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n style codes from the prior N(0, I): [n, style_dim], on the device and dtype of ``like``.
+
+        ``generator`` (a torch.Generator on that device) makes the draw reproducible."""
+        s = torch.randn(n, self.style_dim, generator=generator, device=like.device, dtype=torch.float32)
+        return s.to(like.dtype)
+
+    def translate(
+        self,
+        x: torch.Tensor,
+        direction: str,
+        style: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Translate ``x`` [N, C, H, W]; ``direction`` is 'a2b' or 'b2a'.
+
+        ``style`` [N, style_dim] or [1, style_dim] (one style for the batch) is a style of the target domain,
+        e.g. ``encode_style(ref, dst)``; None draws one per image from N(0, I) with ``generator``."""
+        src, dst = ("a", "b") if direction == "a2b" else ("b", "a")
+        c = self.encode_content(x, src)
+        if style is None:
+            style = self.sample_style(x.shape[0], x, generator)
+        return self.decode(c, style.expand(x.shape[0], -1), dst)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
+        return self.translate(x, direction, style)
