@@ -39,13 +39,13 @@ def tiny_munit(n_shared: int = 0) -> MUNITGenerator:
                 "model.up_norm": "layer",
                 "model.out_kernel": 7,
                 "model.init": "kaiming",
-                "munit.style_dim": 3,
-                "munit.mlp_dim": 8,
+                "model.style_dim": 3,
+                "model.mlp_dim": 8,
             }
         ),
     )
     torch.manual_seed(0)
-    gen = build_generator(cfg.model, cfg.munit)
+    gen = build_generator(cfg.model)
     assert isinstance(gen, MUNITGenerator)
     return gen
 
@@ -187,9 +187,14 @@ def test_training_modes_are_drawn_per_scene_and_cover_all_k():
 def test_config_keys_are_validated():
     with pytest.raises(UnitganError, match="data.synthetic_modes"):
         load_config("demo", ["data.synthetic_modes=7"])
-    for key, value in [("style_dim", 0), ("style_n_down", 1), ("mlp_dim", 0), ("recon_c_w", -1)]:
-        with pytest.raises(UnitganError, match=f"munit.{key}"):
-            load_config("demo", [f"munit.{key}={value}"])
+    for key, value in [
+        ("model.style_dim", 0),
+        ("model.style_n_down", 1),
+        ("model.mlp_dim", 0),
+        ("munit.recon_c_w", -1),
+    ]:
+        with pytest.raises(UnitganError, match=key):
+            load_config("demo", [f"{key}={value}"])
 
 
 # ---------------------------------------------------------------------------------------------------------

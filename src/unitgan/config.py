@@ -70,6 +70,9 @@ class ModelConfig:
     dis_pad_type: PadType = "zero"  # padding in the discriminator
     gan_type: GanType = "lsgan"  # lsgan | nsgan (non-saturating) | hinge
     init: Init = "gaussian"  # weight init: gaussian(0, 0.02) | kaiming | xavier | orthogonal | default
+    style_dim: int = 8  # arch=munit: length of a style code (drawn from N(0, I) at test time)
+    style_n_down: int = 4  # arch=munit: stride-2 convs of the style encoder (the first two double the channels)
+    mlp_dim: int = 256  # arch=munit: width of the 3-layer MLP mapping a style code to the AdaIN means and stds
 
 
 @dataclass
@@ -172,12 +175,9 @@ class DAConfig:
 
 @dataclass
 class MUNITConfig:
-    """MUNIT (``model.arch=munit``): style codes and the weights of its objective (``unitgan.losses``,
-    section "MUNIT"). Layer kinds and sizes come from ``model`` as for UNIT; see ``unitgan.models.munit``."""
+    """MUNIT (``model.arch=munit``): the weights of its objective (``unitgan.losses``, section "MUNIT").
+    Its networks are set in ``model`` (``style_dim``, ``style_n_down``, ``mlp_dim`` and the keys UNIT uses)."""
 
-    style_dim: int = 8  # length of a style code (drawn from N(0, I) at test time)
-    style_n_down: int = 4  # stride-2 convs of the style encoder (the first two double the channels), >= 2
-    mlp_dim: int = 256  # width of the 3-layer MLP that maps a style code to the decoder's AdaIN means and stds
     gan_w: float = 1.0  # GAN loss on translations x_ab, x_ba
     recon_w: float = 10.0  # L1 image reconstruction of x_aa, x_bb (own content and style)
     recon_c_w: float = 1.0  # L1 between the content of x_a and the content re-encoded from x_ab (and of b)
@@ -297,9 +297,9 @@ class Config:
             _check(0 <= self.da.dropout < 1, "da.dropout", f"must be in [0, 1), got {self.da.dropout}")
         mu = self.munit
         _check(1 <= d.synthetic_modes <= 6, "data.synthetic_modes", f"must be in 1..6, got {d.synthetic_modes}")
-        _check(1 <= mu.style_dim <= 1024, "munit.style_dim", f"must be in 1..1024, got {mu.style_dim}")
-        _check(2 <= mu.style_n_down <= 8, "munit.style_n_down", f"must be in 2..8, got {mu.style_n_down}")
-        _check(1 <= mu.mlp_dim <= 8192, "munit.mlp_dim", f"must be in 1..8192, got {mu.mlp_dim}")
+        _check(1 <= m.style_dim <= 1024, "model.style_dim", f"must be in 1..1024, got {m.style_dim}")
+        _check(2 <= m.style_n_down <= 8, "model.style_n_down", f"must be in 2..8, got {m.style_n_down}")
+        _check(1 <= m.mlp_dim <= 8192, "model.mlp_dim", f"must be in 1..8192, got {m.mlp_dim}")
         for key in ["gan_w", "recon_w", "recon_c_w", "recon_s_w", "cyc_recon_w"]:
             v = getattr(mu, key)
             _check(v >= 0 and math.isfinite(v), f"munit.{key}", f"must be a finite number >= 0, got {v}")

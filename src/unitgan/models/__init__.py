@@ -24,19 +24,18 @@ from __future__ import annotations
 
 from torch import nn
 
-from unitgan.config import ModelConfig, MUNITConfig
+from unitgan.config import ModelConfig
 from unitgan.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator
 from unitgan.models.munit import MUNITGenerator
 from unitgan.models.unit import UNITGenerator
 
 
-def build_generator(cfg: ModelConfig, munit: MUNITConfig | None = None) -> UNITGenerator | MUNITGenerator:
-    """Both encoders and generators of the family ``cfg.arch``, with the shared blocks built once.
-    ``munit`` (the config's ``munit`` section; defaults when None) is read only by ``arch=munit``."""
+def build_generator(cfg: ModelConfig) -> UNITGenerator | MUNITGenerator:
+    """Both encoders and generators of the family ``cfg.arch``, with the shared blocks built once."""
     if cfg.arch == "unit":
         return UNITGenerator(cfg)
     if cfg.arch == "munit":
-        return MUNITGenerator(cfg, munit or MUNITConfig())
+        return MUNITGenerator(cfg)
     raise ValueError(f"unknown model.arch '{cfg.arch}'")  # config validation lists the valid ones
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unitgan.config import ModelConfig, MUNITConfig
+from unitgan.config import ModelConfig
 from unitgan.models.layers import ConvBlock, ResBlock, UpBlock, init_weights, make_activation
 
 
@@ -87,15 +87,15 @@ class StyleEncoder(nn.Module):
     """conv7x7 -> two conv4x4 s2 doubling the channels -> (n_down - 2) conv4x4 s2 -> global average pool ->
     conv1x1 to ``style_dim``. No norm: instance norm would remove the very statistics that make the style."""
 
-    def __init__(self, cfg: ModelConfig, mcfg: MUNITConfig, in_ch: int):
+    def __init__(self, cfg: ModelConfig, in_ch: int):
         super().__init__()
         c = cfg.ch
         layers: list[nn.Module] = [ConvBlock(in_ch, c, 7, 1, "none", cfg.activ, cfg.pad_type)]
-        for i in range(mcfg.style_n_down):
+        for i in range(cfg.style_n_down):
             out = 2 * c if i < 2 else c
             layers.append(ConvBlock(c, out, 4, 2, "none", cfg.activ, cfg.pad_type))
             c = out
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, mcfg.style_dim, 1)]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, cfg.style_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, in_ch, H, W] -> [N, style_dim]
@@ -106,12 +106,12 @@ class Decoder(nn.Module):
     """AdaIN residual blocks -> n_down x upsampling (channels halving) -> conv to image -> tanh, with an MLP
     that maps the style code to every AdaIN mean and std of the residual blocks."""
 
-    def __init__(self, cfg: ModelConfig, mcfg: MUNITConfig, out_ch: int):
+    def __init__(self, cfg: ModelConfig, out_ch: int):
         super().__init__()
         c = cfg.ch * 2**cfg.n_down
         self.res = nn.ModuleList([AdaINResBlock(c, cfg.activ, cfg.pad_type) for _ in range(cfg.n_res)])
         self.n_adain = sum(b.n_params for b in self.res)
-        self.mlp = MLP(mcfg.style_dim, self.n_adain, mcfg.mlp_dim, 3, cfg.activ)
+        self.mlp = MLP(cfg.style_dim, self.n_adain, cfg.mlp_dim, 3, cfg.activ)
         layers: list[nn.Module] = []
         for _ in range(cfg.n_down):
             layers.append(UpBlock(c, c // 2, cfg.upsample, cfg.up_norm, cfg.activ, cfg.pad_type))
@@ -135,7 +135,7 @@ class MUNITGenerator(nn.Module):
     ``enc_s_b`` (style encoders), ``dec_a``, ``dec_b`` (decoders, each with its MLP).
     """
 
-    def __init__(self, cfg: ModelConfig, mcfg: MUNITConfig):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.enc_c_a = ContentEncoderPrivate(cfg, cfg.input_nc_a)
@@ -144,12 +144,12 @@ class MUNITGenerator(nn.Module):
         self.enc_c_shared = nn.Sequential(
             *[ResBlock(c, cfg.norm, cfg.activ, cfg.pad_type) for _ in range(cfg.n_shared)]
         )
-        self.enc_s_a = StyleEncoder(cfg, mcfg, cfg.input_nc_a)
-        self.enc_s_b = StyleEncoder(cfg, mcfg, cfg.input_nc_b)
-        self.dec_a = Decoder(cfg, mcfg, cfg.input_nc_a)
-        self.dec_b = Decoder(cfg, mcfg, cfg.input_nc_b)
+        self.enc_s_a = StyleEncoder(cfg, cfg.input_nc_a)
+        self.enc_s_b = StyleEncoder(cfg, cfg.input_nc_b)
+        self.dec_a = Decoder(cfg, cfg.input_nc_a)
+        self.dec_b = Decoder(cfg, cfg.input_nc_b)
         self.content_ch = c
-        self.style_dim = mcfg.style_dim
+        self.style_dim = cfg.style_dim
         # the content encoder halves n_down times; the style encoder's extra stride-2 convs end in a global
         # pool, which takes any size, so only the content path sets the multiple
         self.size_multiple = 2**cfg.n_down
