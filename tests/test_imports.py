@@ -97,10 +97,10 @@ def private_uses(modules: dict[str, Module], root: Path = ROOT) -> list[str]:
         rel = module.path.relative_to(root)
         aliases: dict[str, str] = {}  # local name bound to a project module -> that module
         for line, target, names in imports_of(module):
-            if target.split(".")[0] not in {m.split(".")[0] for m in modules}:
-                continue  # third-party and standard library
-            private_parts = [p for p in target.split(".") if is_private(p)]
-            if private_parts:
+            top = target.split(".")[0]
+            if top not in {m.split(".")[0] for m in modules} and not is_private(top):
+                continue  # third-party and standard library (a private top-level name is a project helper)
+            if any(is_private(p) for p in target.split(".")):
                 found.append(f"{rel}:{line}: imports private module '{target}'")
             for n in names:
                 if is_private(n):
