@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from common import (  # noqa: E402
     DATA_DIR,
     REPO,
     cpu_timer,

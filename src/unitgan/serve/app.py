@@ -31,7 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from unitgan import __version__
-from unitgan.data.io import _to_mode, tensor_to_pil
+from unitgan.data.io import tensor_to_pil, to_mode
 from unitgan.inference import BaseTranslator
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def decode_upload(data: bytes, channels: int, max_pixels: int) -> Image.Image:
                     "(refused as a possible decompression bomb)",
                 )
             img.load()
-            return _to_mode(img, channels)
+            return to_mode(img, channels)
     except Image.DecompressionBombError as e:
         raise BadImage(400, f"image refused as a decompression bomb: {e}") from None
     except UnidentifiedImageError:
