@@ -120,7 +120,7 @@ def authors_step(trainer, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, tor
 
     cfg, g, n = trainer.cfg, trainer.gen, x_a.shape[0]
     gt = cfg.model.gan_type
-    x_a, x_b = trainer._prep(x_a), trainer._prep(x_b)
+    x_a, x_b = trainer.prepare(x_a), trainer.prepare(x_b)
     trainer.train()
     # D update: the generators run again, with autograd on (their graph is built, then detached)
     _set_requires_grad(trainer.dis_a, True)

@@ -28,6 +28,7 @@ FeatUpdate = Literal["dis", "gen", "both"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
 Precision = Literal["fp32", "bf16", "fp16"]
+UpdateOrder = Literal["simultaneous", "alternating"]
 Arch = Literal["unit"]  # network families that unitgan.models.build_generator knows
 
 
@@ -127,6 +128,10 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per step: gradients of K batches summed (global batch x K), DDP sync once
     activation_checkpointing: bool = False  # recompute residual-block activations in backward (large images)
     nonfinite: Literal["error", "skip"] = "error"  # NaN/inf loss: stop naming step and terms, or skip the step
+    # order of the two updates of a step: simultaneous = E/G and D gradients at the step's starting weights,
+    # translations computed once (D reuses them detached); alternating = the authors' version_02: D update on
+    # fresh translations, then the E/G update against the updated D (the generators run twice per step)
+    update_order: UpdateOrder = "simultaneous"
 
 
 @dataclass
@@ -253,6 +258,17 @@ class Config:
             )
             _check(self.da.n_classes >= 2, "da.n_classes", f"must be >= 2, got {self.da.n_classes}")
             _check(0 <= self.da.dropout < 1, "da.dropout", f"must be in [0, 1), got {self.da.dropout}")
+            _check(
+                self.da.eval_every >= 0,
+                "da.eval_every",
+                f"must be >= 0 (0 = only at the end), got {self.da.eval_every}",
+            )
+            for key, value, only in [
+                ("train.update_order", t.update_order, "simultaneous"),
+                ("train.precision", t.precision, "fp32"),
+                ("train.accumulate", t.accumulate, 1),
+            ]:
+                _check(value == only, key, f"must be {only} with da.enabled (the UNIT-DA trainer), got {value}")
         if d.load_size:
             _check(
                 d.load_size >= d.crop_size,
