@@ -30,8 +30,13 @@ from unitgan.train.trainer import UNITTrainer
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 GLOBAL_BATCH = 4
-# (name, per-rank batch, accumulate, activation checkpointing): each must equal 1 process x GLOBAL_BATCH
-VARIANTS = [("ddp", 2, 1, False), ("ddp_accumulate_checkpointing", 1, 2, True)]
+# (name, per-rank batch, accumulate, activation checkpointing, update order): each must equal 1 process x
+# GLOBAL_BATCH in the same update order
+VARIANTS = [
+    ("ddp", 2, 1, False, "simultaneous"),
+    ("ddp_accumulate_checkpointing", 1, 2, True, "simultaneous"),
+    ("ddp_alternating_accumulate", 1, 2, False, "alternating"),
+]
 
 
 def _no_noise(mu: torch.Tensor) -> torch.Tensor:
@@ -64,13 +69,14 @@ def _equivalence_worker(rank: int, world_size: int, store: str, out_dir: str) ->
     UNITGenerator.sample = staticmethod(_no_noise)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
-        for name, batch, accumulate, ckpt in VARIANTS:
+        for name, batch, accumulate, ckpt, order in VARIANTS:
             cfg = tiny_config(
                 out_dir,
                 **{
                     "data.batch_size": batch,
                     "train.accumulate": accumulate,
                     "train.activation_checkpointing": ckpt,
+                    "train.update_order": order,
                     "optim.lr": 1e-3,
                 },
             )
@@ -98,9 +104,12 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, m
         start_method="spawn",
     )
     monkeypatch.setattr(UNITGenerator, "sample", staticmethod(_no_noise))
-    cfg = tiny_config(tmp_path, **{"data.batch_size": GLOBAL_BATCH, "optim.lr": 1e-3})
-    ref = _snapshot(_one_step(cfg, rank=0, world_size=1, ddp=False))
-    for name, *_ in VARIANTS:
+    refs = {}
+    for order in ("simultaneous", "alternating"):
+        cfg = tiny_config(tmp_path, **{"data.batch_size": GLOBAL_BATCH, "optim.lr": 1e-3, "train.update_order": order})
+        refs[order] = _snapshot(_one_step(cfg, rank=0, world_size=1, ddp=False))
+    for name, *_, order in VARIANTS:
+        ref = refs[order]
         r0 = torch.load(tmp_path / f"{name}_rank0.pt", weights_only=True)
         r1 = torch.load(tmp_path / f"{name}_rank1.pt", weights_only=True)
         for key in ("params", "grads"):  # both ranks hold the same averaged gradients and weights
@@ -111,10 +120,12 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, m
         _assert_close(r0["params"], ref["params"], f"{name} parameter")
 
 
-def test_accumulation_equals_one_large_batch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("order", ["simultaneous", "alternating"])
+def test_accumulation_equals_one_large_batch(tmp_path, monkeypatch, order):
     monkeypatch.setattr(UNITGenerator, "sample", staticmethod(_no_noise))
-    big = _snapshot(_one_step(tiny_config(tmp_path, **{"data.batch_size": 4}), 0, 1, ddp=False))
-    acc = tiny_config(tmp_path, **{"data.batch_size": 2, "train.accumulate": 2})
+    big_cfg = tiny_config(tmp_path, **{"data.batch_size": 4, "train.update_order": order})
+    big = _snapshot(_one_step(big_cfg, 0, 1, ddp=False))
+    acc = tiny_config(tmp_path, **{"data.batch_size": 2, "train.accumulate": 2, "train.update_order": order})
     small = _snapshot(_one_step(acc, 0, 1, ddp=False))
     _assert_close(small["grads"], big["grads"], "gradient")
     _assert_close(small["params"], big["params"], "parameter")
