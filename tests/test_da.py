@@ -238,3 +238,41 @@ def test_interrupted_run_checkpoints_and_resumes(tmp_path, monkeypatch):
     assert not (result.run_dir / "da_results.json").exists()
     monkeypatch.setattr(DATrainer, "train_step", original)
     assert train(cfg, progress=False).step == 4  # the same command resumes
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from unitgan.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    return {f"{s}.{k}": v for s in ("gen", "dis") for k, v in state[s].items()}
+
+
+@pytest.mark.parametrize("source_only", [False, True])
+def test_da_resume_equals_uninterrupted_run(tmp_path, source_only):
+    flag = f"da.source_only={str(source_only).lower()}"
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "parts").mkdir()
+    whole = train(_da_config(tmp_path / "whole", "train.steps=4", flag), progress=False)
+    part = _da_config(tmp_path / "parts", "train.steps=2", flag)
+    assert train(part, progress=False).step == 2
+    part.train.steps = 4  # the same run, continued from the checkpoint of step 2
+    resumed = train(part, progress=False)
+    a, b = _weights(whole.checkpoint), _weights(resumed.checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume is not bit-exact"
+
+
+def test_da_resume_refuses_a_plain_unit_checkpoint(tmp_path):
+    cfg = _da_config(tmp_path, "train.steps=1")
+    train(cfg, progress=False)
+    other = _da_config(tmp_path, "train.steps=2", "da.source_only=true")
+    with pytest.raises(UnitganError, match=r"another config \(da.source_only differ"):
+        train(other, progress=False)
+
+
+def test_da_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch):
+    import unitgan.train.da as da_mod
+
+    real = da_mod.l1_loss
+    monkeypatch.setattr(da_mod, "l1_loss", lambda a, b: real(a, b) + float("nan"))
+    with pytest.raises(UnitganError, match=r"non-finite loss at step 1: loss_g=nan"):
+        train(_da_config(tmp_path), progress=False)
