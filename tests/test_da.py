@@ -261,7 +261,7 @@ def test_da_resume_equals_uninterrupted_run(tmp_path, source_only):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume is not bit-exact"
 
 
-def test_da_resume_refuses_a_plain_unit_checkpoint(tmp_path):
+def test_da_resume_refuses_the_other_da_trainers_checkpoint(tmp_path):
     cfg = _da_config(tmp_path, "train.steps=1")
     train(cfg, progress=False)
     other = _da_config(tmp_path, "train.steps=2", "da.source_only=true")

@@ -249,3 +249,48 @@ def test_torchrun_environment_and_device_choice(monkeypatch):
         with pytest.raises(UnitganError, match="local rank"):
             distributed.pick_device("cuda:0", 1, 4)
     assert len({distributed.rank_seed(0, r) for r in range(8)}) == 8 and distributed.rank_seed(7, 0) == 7
+
+
+def _da_cfg(out_dir):
+    from unitgan.config import load_config
+
+    tiny = ["model.ch=4", "model.dis_ch=4", "model.n_res=1", "data.crop_size=16", "da.n_classes=3"]
+    return load_config("da_mnist2mnistm", [f"train.out_dir={out_dir}", *tiny])
+
+
+def _da_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(4, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 0]), torch.randn(4, 3, 16, 16, generator=g)
+
+
+def _da_step(out_dir, ddp: bool, part: slice):
+    from unitgan.train.da import DATrainer
+
+    torch.manual_seed(0)
+    trainer = DATrainer(_da_cfg(out_dir), torch.device("cpu"), ddp=ddp)
+    trainer.train_step(*(t[part] for t in _da_batch()))
+    return [p.detach().clone() for p in trainer.parameters()]
+
+
+def _da_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    UNITGenerator.sample = staticmethod(_no_noise)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        params = _da_step(out_dir, ddp=True, part=slice(2 * rank, 2 * rank + 2))
+        torch.save(params, Path(out_dir) / f"da_rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.multiprocess
+def test_da_trainer_on_two_gloo_ranks_equals_one_process(tmp_path, monkeypatch):
+    mp.start_processes(_da_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, start_method="spawn")
+    monkeypatch.setattr(UNITGenerator, "sample", staticmethod(_no_noise))
+    ref = _da_step(tmp_path, ddp=False, part=slice(0, 4))
+    alone = _da_step(tmp_path, ddp=False, part=slice(0, 2))  # rank 0's half without averaging
+    r0 = torch.load(tmp_path / "da_rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "da_rank1.pt", weights_only=True)
+    assert all(torch.equal(x, y) for x, y in zip(r0, r1, strict=True))  # the ranks stay in step
+    _assert_close(r0, ref, "DA parameter")
+    assert any(not torch.allclose(x, y) for x, y in zip(alone, ref, strict=True))  # the check can fail

@@ -131,6 +131,7 @@ class UNITTrainer(nn.Module):
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
         self.skip_nonfinite = cfg.train.nonfinite == "skip"
         self.last_skipped = False
+        self.train_sets: tuple = ()  # set by data()
 
         # The two phases as modules whose forward() computes a loss, so that DistributedDataParallel (which
         # hooks forward) can wrap them. Kept in a plain dict: they hold the same networks, not new ones.
@@ -160,6 +161,7 @@ class UNITTrainer(nn.Module):
         ``train.accumulate`` micro-batches when that is > 1)."""
         cfg, seed, k = self.cfg, self.cfg.train.seed, self.cfg.train.accumulate
         ds_a, ds_b = build_domain(cfg, "a", "train"), build_domain(cfg, "b", "train")
+        self.train_sets = (ds_a, ds_b)  # the image grid falls back on them when there is no test split
         it_a = endless_batches(cfg, ds_a, seed * 2 + 0, start_step, rank, world_size, self.device)
         it_b = endless_batches(cfg, ds_b, seed * 2 + 1, start_step, rank, world_size, self.device)
         if k == 1:
@@ -167,12 +169,13 @@ class UNITTrainer(nn.Module):
         return TrainData(lambda: ([next(it_a) for _ in range(k)], [next(it_b) for _ in range(k)]), (ds_a, ds_b))
 
     def fixed_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same ``train.image_rows`` images of each domain for every image grid (test split if any)."""
+        """The same ``train.image_rows`` images of each domain for every image grid: from the test split
+        when it exists, else from the training sets of :meth:`data`."""
         cfg, k = self.cfg, self.cfg.train.image_rows
         try:
             ds_a, ds_b = build_domain(cfg, "a", "test"), build_domain(cfg, "b", "test")
         except UnitganError:
-            ds_a, ds_b = build_domain(cfg, "a", "train"), build_domain(cfg, "b", "train")
+            ds_a, ds_b = self.train_sets
 
         def first(item):
             return item[0] if isinstance(item, (tuple, list)) else item
