@@ -86,12 +86,12 @@ def _equivalence_worker(rank: int, world_size: int, store: str, out_dir: str) ->
         dist.destroy_process_group()
 
 
-def _assert_close(a: list[torch.Tensor], b: list[torch.Tensor], what: str) -> None:
+def _assert_close(a: list[torch.Tensor], b: list[torch.Tensor], what: str, extra_atol: float = 0.0) -> None:
     """Equal up to float32 rounding, measured against each tensor's largest entry (another batch split sums
     in another order; loss weights of 100 make absolute errors of ~1e-5 relative to the largest gradient)."""
     assert len(a) == len(b)
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        atol = 1e-4 * float(y.abs().max()) + 1e-8
+        atol = 1e-4 * float(y.abs().max()) + 1e-8 + extra_atol
         torch.testing.assert_close(x, y, rtol=1e-4, atol=atol, msg=lambda m, i=i: f"{what} #{i}: {m}")
 
 
@@ -117,7 +117,11 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, m
                 assert torch.equal(x, y), (name, key)
         # gradients are compared too: Adam's first step is nearly blind to a gradient's scale
         _assert_close(r0["grads"], ref["grads"], f"{name} gradient")
-        _assert_close(r0["params"], ref["params"], f"{name} parameter")
+        # alternating: the G gradients are taken after a D step that already carries rounding differences;
+        # Adam's first step moves a weight by about lr * sign(grad), so a near-zero gradient may move its weight
+        # by another fraction of lr (seen: 1 of 2304 weights off by 2e-5 = 2% of lr): allow 5% of lr there
+        extra = 0.05 * 1e-3 if order == "alternating" else 0.0
+        _assert_close(r0["params"], ref["params"], f"{name} parameter", extra)
 
 
 @pytest.mark.parametrize("order", ["simultaneous", "alternating"])
