@@ -128,6 +128,16 @@ def _digits(path: Path, n: int, size: int, split: bool) -> None:
         np.savez(path, x=x, y=y)
 
 
+def test_update_order_times_both_orders(capsys):
+    bench = _script("update_order")
+    assert bench.main(["demo", "--reps", "2", "--size", "16", *tiny_model_overrides()]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"update order", "simultaneous", "alternating"}, text
+    cpu = {k: float(rows[k].split("|")[2]) for k in ("simultaneous", "alternating")}
+    assert all(v > 0 for v in cpu.values()) and "16x16, batch 2" in text
+
+
 def test_da_digits_smoke(tmp_path, capsys):
     pytest.importorskip("skimage")
     data = tmp_path / "data"
