@@ -175,7 +175,7 @@ def _load_torchvision(name: str, split: str, download: bool, cache_dir: str):
 
 
 def pad_to_box(x: np.ndarray, digit_box: float) -> np.ndarray:
-    """Pad images [N, C, H, W] with their minimum value (the background of white-on-black digits) to
+    """Pad images [N, C, H, W] (0-255) with 0, the background of white-on-black digits, to
     round(H / digit_box) x round(W / digit_box), centred, so that content filling the frame fills the fraction
     ``digit_box`` of it afterwards (USPS 16x16 with 0.714 -> 22x22, like MNIST's 20-pixel digits in 28)."""
     if digit_box >= 1:
@@ -183,7 +183,7 @@ def pad_to_box(x: np.ndarray, digit_box: float) -> np.ndarray:
     h, w = x.shape[2:]
     ph, pw = round(h / digit_box) - h, round(w / digit_box) - w
     pad = ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
-    return np.pad(x, pad, constant_values=x.min())
+    return np.pad(x, pad, constant_values=0)
 
 
 class ArrayDomain(Dataset):
@@ -215,7 +215,7 @@ class ArrayDomain(Dataset):
             raise UnitganError(f"array domain '{spec}' ({split}) holds no images")
         x = pad_to_box(x, digit_box)
         if add_inverted:
-            x = np.concatenate((x, 255 - x)) if x.dtype == np.uint8 else np.concatenate((x, x.max() - x))
+            x = np.concatenate((x, 255 - x))  # values are 0-255 (see __getitem__)
             y = np.concatenate((y, y)) if y is not None else None
         self.x = torch.from_numpy(np.ascontiguousarray(x))
         self.y = torch.from_numpy(np.asarray(y).astype(np.int64)) if y is not None else None
