@@ -32,7 +32,7 @@ GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
 Precision = Literal["fp32", "bf16", "fp16"]
 UpdateOrder = Literal["simultaneous", "alternating"]
-Arch = Literal["unit", "munit"]  # network families that unitgan.models.build_generator knows
+Arch = Literal["unit", "munit", "covae32"]  # network families that unitgan.models.build_generator knows
 
 
 @dataclass
@@ -176,6 +176,13 @@ class DAConfig:
     #   the encoders/generators, or both
     recon_fake: bool = True  # discriminators also judge reconstructions x_aa, x_bb as fake (authors' DA code)
     eval_every: int = 0  # log target/source test accuracy every N steps (a learning curve; 0 = only at the end)
+    # Digit protocol (docs/da_protocol.md). covae32 networks: generator width model.ch (the paper's gen_ch 96),
+    # discriminator width model.dis_ch (64), latent 8 * model.ch channels at 1x1; inputs data.crop_size 32.
+    # digit_box_a/b: arrays: pad each stored image with background to (its size / digit_box) before the resize
+    # to data.crop_size, so that a set whose digits fill the frame (USPS) gets MNIST's margins (20 of 28: 0.714)
+    digit_box_a: float = 1.0  # domain A (1 = no padding)
+    digit_box_b: float = 1.0  # domain B (1 = no padding)
+    use_inversion: bool = False  # the target (B) training set gains intensity-inverted copies (authors' MNIST)
 
 
 @dataclass
@@ -319,6 +326,10 @@ class Config:
         for key in ["gan_w", "recon_w", "recon_c_w", "recon_s_w", "cyc_recon_w"]:
             v = getattr(mu, key)
             _check(v >= 0 and math.isfinite(v), f"munit.{key}", f"must be a finite number >= 0, got {v}")
+        for key, value in [("da.digit_box_a", self.da.digit_box_a), ("da.digit_box_b", self.da.digit_box_b)]:
+            _check(0 < value <= 1, key, f"must be in (0, 1], got {value}")
+        if m.arch == "covae32":
+            _check(d.crop_size == 32, "data.crop_size", f"must be 32 for model.arch=covae32, got {d.crop_size}")
         if d.load_size:
             _check(
                 d.load_size >= d.crop_size,

@@ -171,3 +171,75 @@ def munit_gen_loss(
     }
     total = sum(weights[name.rsplit("_", 1)[0]] * value for name, value in terms.items())
     return total, {k: v.detach() for k, v in terms.items()}
+
+
+# Domain adaptation (CoVAE32x32 / CoDis32x32)
+#
+# The authors' DA objective (version_02 ``COCOGANDAContextTrainer``; ../shared/PAPER.md, "Protocol"). Each term
+# is a per-sample sum averaged over the batch; the weights are the paper's yaml. Label 1 = real, 0 = fake.
+
+DA_GAN_W = 1.0  # both phases: softmax GAN loss
+DA_KL_W = 1e-4  # generator: KL of the learned-sd latent (counted twice)
+DA_RECON_W = 1e-3  # generator: per-sample sum of squares of x_aa - x_a and x_bb - x_b
+DA_CLS_W = 10.0  # discriminator: class cross-entropy on labelled source images x_a only
+DA_FEAT_W = 1e-4  # discriminator: per-sample sum of squares between trunk features (x_ab vs x_aa, x_ba vs x_bb)
+
+
+def learned_sd_kl_loss(mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    """sum over the latent of (mu^2 + sd^2 - log sd^2), averaged over the batch (the authors' form: no -1
+    constant and no 1/2, which shift and scale the KL; mu, sd [M, ...])."""
+    mu, sd = mu.float(), sd.float()
+    sd2 = sd.pow(2)
+    return (mu.pow(2) + sd2 - sd2.log()).flatten(1).sum(1).mean()
+
+
+def sum_squares_loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample sum of squared differences, averaged over the batch (MSE x C*H*W)."""
+    return (x.float() - target.float()).pow(2).flatten(1).sum(1).mean()
+
+
+def softmax_gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """2-way softmax cross-entropy of GAN logits [N, 2] against all-real (1) or all-fake (0) labels."""
+    labels = torch.full((logits.shape[0],), int(real), dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits.float(), labels)
+
+
+def da32_gen_loss(
+    recon_logits: torch.Tensor,
+    trans_logits: torch.Tensor,
+    mu: torch.Tensor,
+    sd: torch.Tensor,
+    x_a: torch.Tensor,
+    x_aa: torch.Tensor,
+    x_b: torch.Tensor,
+    x_bb: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Generator phase: D's GAN logits of (x_aa, x_bb) and of (x_ba, x_ab) [2N, 2] both pushed to real; KL of
+    the joint latent (mu, sd [2N, ...]) counted twice; reconstruction of x_a and x_b. Returns total and terms."""
+    gan = softmax_gan_loss(trans_logits, True) + softmax_gan_loss(recon_logits, True)
+    kl = 2 * learned_sd_kl_loss(mu, sd)
+    recon_a, recon_b = sum_squares_loss(x_aa, x_a), sum_squares_loss(x_bb, x_b)
+    total = DA_GAN_W * gan + DA_KL_W * kl + DA_RECON_W * (recon_a + recon_b)
+    return total, {"gen_gan": gan, "gen_kl": kl, "gen_recon_a": recon_a, "gen_recon_b": recon_b}
+
+
+def da32_dis_loss(
+    real_logits: torch.Tensor,
+    recon_logits: torch.Tensor,
+    trans_logits: torch.Tensor,
+    feat_aa: torch.Tensor,
+    feat_ab: torch.Tensor,
+    feat_bb: torch.Tensor,
+    feat_ba: torch.Tensor,
+    cls_logits_a: torch.Tensor,
+    y_a: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Discriminator phase: real (x_a, x_b) logits -> real; the mean of the reconstruction and translation
+    losses -> fake; class cross-entropy on SOURCE logits [N, n_classes] with labels y_a [N]; feature matching of
+    trunk features [N, 8d, 2, 2] of x_ab to x_aa and of x_ba to x_bb. Returns total and terms."""
+    gan_real = softmax_gan_loss(real_logits, True)
+    gan_fake = 0.5 * (softmax_gan_loss(trans_logits, False) + softmax_gan_loss(recon_logits, False))
+    cls = F.cross_entropy(cls_logits_a.float(), y_a)
+    feat_a, feat_b = sum_squares_loss(feat_ab, feat_aa), sum_squares_loss(feat_ba, feat_bb)
+    total = DA_GAN_W * (gan_real + gan_fake) + DA_CLS_W * cls + DA_FEAT_W * (feat_a + feat_b)
+    return total, {"dis_gan_real": gan_real, "dis_gan_fake": gan_fake, "dis_cls": cls, "dis_feat": feat_a + feat_b}

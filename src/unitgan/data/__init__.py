@@ -39,7 +39,11 @@ def build_domain(cfg: Config, domain: str, split: str = "train", return_labels: 
         return ds
     if d.source == "arrays":
         spec = d.a if domain == "a" else d.b
-        return ArrayDomain(spec, split, channels, d.crop_size, train, d.flip, d.download, d.cache_dir, return_labels)
+        box = cfg.da.digit_box_a if domain == "a" else cfg.da.digit_box_b
+        inverted = cfg.da.use_inversion and domain == "b" and train
+        return ArrayDomain(
+            spec, split, channels, d.crop_size, train, d.flip, d.download, d.cache_dir, return_labels, box, inverted
+        )
     folder = Path(d.root).expanduser() / f"{split}{domain.upper()}"
     if not Path(d.root).expanduser().is_dir():
         raise UnitganError(f"data root '{d.root}' does not exist (expected trainA/ trainB/ testA/ testB/ inside)")

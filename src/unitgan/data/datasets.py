@@ -174,6 +174,18 @@ def _load_torchvision(name: str, split: str, download: bool, cache_dir: str):
     return data, targets
 
 
+def pad_to_box(x: np.ndarray, digit_box: float) -> np.ndarray:
+    """Pad images [N, C, H, W] (0-255) with 0, the background of white-on-black digits, to
+    round(H / digit_box) x round(W / digit_box), centred, so that content filling the frame fills the fraction
+    ``digit_box`` of it afterwards (USPS 16x16 with 0.714 -> 22x22, like MNIST's 20-pixel digits in 28)."""
+    if digit_box >= 1:
+        return x
+    h, w = x.shape[2:]
+    ph, pw = round(h / digit_box) - h, round(w / digit_box) - w
+    pad = ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+    return np.pad(x, pad, constant_values=0)
+
+
 class ArrayDomain(Dataset):
     """Images held in memory as a uint8 array (digits etc.), resized to ``crop_size``; optional labels."""
 
@@ -188,6 +200,8 @@ class ArrayDomain(Dataset):
         download: bool = False,
         cache_dir: str = "~/.cache/unitgan",
         return_labels: bool = False,
+        digit_box: float = 1.0,  # pad each image with background to (its size / digit_box) before the resize
+        add_inverted: bool = False,  # append intensity-inverted copies (255 - x) of every image, same labels
     ):
         x, y = _load_arrays(spec, split, download, cache_dir)
         x = np.asarray(x)
@@ -199,6 +213,10 @@ class ArrayDomain(Dataset):
             raise UnitganError(f"array domain '{spec}' must hold images [N, H, W(, C)], got shape {x.shape}")
         if len(x) == 0:
             raise UnitganError(f"array domain '{spec}' ({split}) holds no images")
+        x = pad_to_box(x, digit_box)
+        if add_inverted:
+            x = np.concatenate((x, 255 - x))  # values are 0-255 (see __getitem__)
+            y = np.concatenate((y, y)) if y is not None else None
         self.x = torch.from_numpy(np.ascontiguousarray(x))
         self.y = torch.from_numpy(np.asarray(y).astype(np.int64)) if y is not None else None
         self.channels, self.crop_size, self.train, self.flip = channels, crop_size, train, flip

@@ -25,17 +25,20 @@ from __future__ import annotations
 from torch import nn
 
 from unitgan.config import ModelConfig
+from unitgan.models.da32 import CoVAE32x32
 from unitgan.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator
 from unitgan.models.munit import MUNITGenerator
 from unitgan.models.unit import UNITGenerator
 
 
-def build_generator(cfg: ModelConfig) -> UNITGenerator | MUNITGenerator:
+def build_generator(cfg: ModelConfig) -> UNITGenerator | MUNITGenerator | CoVAE32x32:
     """Both encoders and generators of the family ``cfg.arch``, with the shared blocks built once."""
     if cfg.arch == "unit":
         return UNITGenerator(cfg)
     if cfg.arch == "munit":
         return MUNITGenerator(cfg)
+    if cfg.arch == "covae32":  # the authors' 32x32 digit-adaptation generator, width model.ch
+        return CoVAE32x32(cfg.ch, cfg.input_nc_a, cfg.input_nc_b)
     raise ValueError(f"unknown model.arch '{cfg.arch}'")  # config validation lists the valid ones
 
 
@@ -49,6 +52,7 @@ def build_discriminators(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
 
 
 __all__ = [
+    "CoVAE32x32",
     "MUNITGenerator",
     "MultiScaleDiscriminator",
     "PatchDiscriminator",
