@@ -322,8 +322,20 @@ def extract_features(
 
 def fid_kid(
     feat_real: torch.Tensor, feat_fake: torch.Tensor, kid_subsets: int = 100, kid_subset_size: int = 1000
-) -> dict[str, float]:
-    """FID and KID (mean, std) of two feature sets, as a dict for reports."""
+) -> dict[str, float | int | str]:
+    """FID and KID (mean, std) of two feature sets, as a dict for reports (with the image counts, and the
+    :func:`small_sample_warning` as ``fid_warning``, also logged, when a set is small)."""
     fid = fid_from_features(feat_real, feat_fake)
     kid, kid_std = kernel_inception_distance(feat_real, feat_fake, kid_subsets, kid_subset_size)
-    return {"fid": fid, "kid": kid, "kid_std": kid_std, "n_real": len(feat_real), "n_fake": len(feat_fake)}
+    report: dict[str, float | int | str] = {
+        "fid": fid,
+        "kid": kid,
+        "kid_std": kid_std,
+        "n_real": len(feat_real),
+        "n_fake": len(feat_fake),
+    }
+    warning = small_sample_warning(len(feat_real), len(feat_fake))
+    if warning:
+        log.warning(warning)
+        report["fid_warning"] = warning
+    return report
