@@ -153,6 +153,26 @@ def test_odd_formats_are_converted_not_rejected(tmp_path):
             x = ds[(i, 0)]
             assert x.shape == (channels, 16, 16) and torch.isfinite(x).all(), ds.files[i]
             assert x.min() >= -1 and x.max() <= 1
+    # the colours, not only the shapes: alpha over white, CMYK inverted, grey = 0.299 R + 0.587 G + 0.114 B
+    uniform = {
+        "alpha.png": (255, 127, 127),
+        "grey_alpha.png": (80, 80, 80),
+        "palette_transparent.png": (255, 255, 255),
+        "cmyk.jpg": (255, 0, 255),
+        "bilevel.png": (255, 255, 255),
+    }
+    for name, rgb in uniform.items():
+        tol = 3 if name.endswith(".jpg") else 0  # JPEG is lossy
+        grey = round(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])
+        assert np.abs(np.asarray(load_image(folder / name, 3), dtype=int) - rgb).max() <= tol, name
+        assert np.abs(np.asarray(load_image(folder / name, 1), dtype=int) - grey).max() <= tol + 1, name
+        x = ds[([str(f) for f in ds.files].index(str(folder / name)), 0)]  # RGB data set: pixel / 127.5 - 1
+        want = torch.tensor(rgb, dtype=torch.float32)[:, None, None] / 127.5 - 1
+        assert (x - want).abs().max() <= (tol + 0.5) / 127.5, name
+    want16 = np.floor(arr16 / 65535 * 255 + 0.5).astype(np.uint8)  # the 16-bit range scaled to 8 bits
+    for name in ("deep16.png", "deep16.tif"):
+        np.testing.assert_array_equal(np.asarray(load_image(folder / name, 1)), want16)
+        np.testing.assert_array_equal(np.asarray(load_image(folder / name, 3)), np.repeat(want16[:, :, None], 3, 2))
 
 
 def test_one_pixel_and_small_images_with_load_size(tmp_path):

@@ -60,6 +60,13 @@ def test_python_dash_m_and_resume_message(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "done: 4 steps" in res.stdout
+    assert "resuming" not in res.stderr
+    # the same command with more steps resumes from the last checkpoint and says so
+    more = [*cmd, "train.steps=6"]
+    res = subprocess.run(more, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"resuming from {run / 'checkpoints' / 'ckpt_000000004.pt'} (step 4)" in res.stderr
+    assert "4 -> 6 steps" in res.stderr and "done: 6 steps" in res.stdout
 
 
 def test_bad_data_errors(tmp_path, capsys):
@@ -121,13 +128,16 @@ def test_translate_errors(trained, image_root, tmp_path, capsys):
 
 def test_errors_have_no_traceback_in_a_real_process(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "unitgan", "train", "demo", "model.norm=group"], capture_output=True, text=True
+        [sys.executable, "-m", "unitgan", "train", "demo", "model.norm=group"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         "error: config key 'model.norm' must be one of instance, batch, layer, none; got 'group'"
     ]
-    assert Path(tmp_path).is_dir()
+    assert list(Path(tmp_path).iterdir()) == []  # refused before anything was written (no runs/demo folder)
 
 
 def test_translate_tiny_images(trained):

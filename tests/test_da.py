@@ -142,7 +142,16 @@ def test_train_da_end_to_end_and_resume(tmp_path, source_only):
     result = train(cfg, progress=False)
     assert result.step == 3 and result.checkpoint is not None and result.checkpoint.is_file()
     res = json.loads((result.run_dir / "da_results.json").read_text())
-    assert 0 <= res["target_acc"] <= 1 and res["n_target_test"] == 16
+    assert res["n_target_test"] == 16
+    # the reported accuracy is that of the checkpoint's class head on the 16 target test images
+    from unitgan.train.checkpoint import load_checkpoint
+    from unitgan.train.da import load_split
+
+    trainer = DATrainer(cfg, torch.device("cpu"))
+    trainer.load_state(load_checkpoint(result.checkpoint), weights_only=True)
+    x_b, y_b = load_split(cfg, "b", "test")
+    hits = int((trainer.classify(x_b, "a" if source_only else "b").argmax(1) == y_b).sum())
+    assert res["target_acc"] == pytest.approx(hits / 16)
     cfg.train.steps = 4  # resume: one more step from the checkpoint of step 3
     assert train(cfg, progress=False).step == 4
 
@@ -154,7 +163,7 @@ def test_eval_every_logs_a_learning_curve(tmp_path):
     curve = {r["step"]: r["target_acc"] for r in rows if "target_acc" in r}
     assert sorted(curve) == [2, 4]  # the last step is evaluated into da_results.json instead
     final = json.loads((result.run_dir / "da_results.json").read_text())
-    assert final["step"] == 5 and all(0 <= v <= 1 for v in curve.values())
+    assert final["step"] == 5 and all(v * 16 == round(v * 16) for v in curve.values())  # k of 16 images right
 
 
 def test_train_dispatches_to_da(tmp_path):
@@ -172,7 +181,8 @@ def test_evaluate_checkpoint_reports_target_accuracy(tmp_path):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     res = json.loads(out.read_text())["domain_adaptation"]
-    assert 0 <= res["target_acc"] <= 1
+    trained = json.loads((tmp_path / "run" / "da_results.json").read_text())  # the same checkpoint, at step 1
+    assert res["target_acc"] == trained["target_acc"] and res["n_target_test"] == 16
 
 
 def test_da_config_errors(tmp_path):

