@@ -10,30 +10,28 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import torch
-from _serve_support import png_bytes, random_image
 from PIL import Image
+from serve_support import png_bytes, random_image
 
+from unitgan.config import load_config
+from unitgan.inference import BaseTranslator
 from unitgan.serve import create_app, serve_in_thread
 
 
-class StatefulTranslator:
+class StatefulTranslator(BaseTranslator):
     """An identity 'model' (grey -> grey) that keeps its input in an attribute across a slow step, as a model
     with internal buffers or a stateful runtime session would: without serialisation, a second call replaces
     the first call's input before the first one returns."""
 
-    directions = ("a2b",)
-    size_multiple = 4
-
     def __init__(self):
+        cfg = load_config("demo", ["model.input_nc_a=1", "model.input_nc_b=1"])
+        super().__init__(cfg, 4, ("a2b",), torch.device("cpu"), scale=0, engine="torch")
         self.current: torch.Tensor | None = None
         self.inside = 0
         self.most_inside = 0
         self.count = threading.Lock()  # guards the counters only, not the model state
 
-    def channels(self, domain: str) -> int:
-        return 1
-
-    def translate(self, x: torch.Tensor, direction: str) -> torch.Tensor:  # [1, 1, H, W] -> [1, 1, H, W]
+    def run(self, x: torch.Tensor, direction: str) -> torch.Tensor:  # [1, 1, H, W] -> [1, 1, H, W]
         with self.count:
             self.inside += 1
             self.most_inside = max(self.most_inside, self.inside)
