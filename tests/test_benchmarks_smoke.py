@@ -101,6 +101,7 @@ def test_stopping_the_parent_stops_the_parallel_runs(tmp_path):
         assert not any(_alive(w) for w in workers)
         assert not (out / "results.json").exists()  # no run finished, none was recorded
     finally:
+        workers = workers or _children(proc.pid)  # an assertion before they were listed leaves them running
         for pid in [proc.pid, *workers]:  # leave nothing running if an assertion failed
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
