@@ -57,6 +57,22 @@ def _add_translate(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    style = p.add_mutually_exclusive_group()
+    style.add_argument(
+        "--styles",
+        type=int,
+        default=0,
+        metavar="K",
+        help="MUNIT: K outputs per input, NAME_style0.png .. NAME_style{K-1}.png; style k is the same for every "
+        "input (drawn from N(0, I) with --seed)",
+    )
+    style.add_argument(
+        "--style-image",
+        default=None,
+        metavar="REF",
+        help="MUNIT: translate in the style of REF, an image of the TARGET domain (example-guided); one output",
+    )
+    p.add_argument("--seed", type=int, default=0, help="MUNIT: seed of the style draws (same seed, same styles)")
 
 
 def _add_demo(sub) -> None:
@@ -161,6 +177,8 @@ def cmd_translate(args) -> int:
         raise UnitganError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.size < 0:
         raise UnitganError(f"--size must be >= 0, got {args.size}")
+    if args.styles < 0:
+        raise UnitganError(f"--styles must be >= 0, got {args.styles}")
     source = args.checkpoint if is_export_dir(args.checkpoint) else resolve_checkpoint(args.checkpoint)
     translator = open_translator(source, args.engine, args.device, args.precision)
     written = translator.translate_files(
@@ -172,8 +190,12 @@ def cmd_translate(args) -> int:
         overwrite=args.overwrite,
         native=args.native,
         keep_size=args.keep_size,
+        styles=args.styles,
+        style_image=args.style_image,
+        seed=args.seed,
     )
-    print(f"translated {len(written)} image(s) {args.direction} into {args.output}")
+    per_input = f" ({args.styles} styles per input)" if args.styles else ""
+    print(f"translated {len(written)} image(s){per_input} {args.direction} into {args.output}")
     return 0
 
 
