@@ -209,3 +209,54 @@ def test_style_image_of_the_own_domain_reconstructs(tmp_path):
     print(errors)
     assert errors[300] < 0.12, errors
     assert errors[0] > 0.25, errors  # the check bites: an untrained network does not reconstruct
+
+
+def test_munit_demo_writes_samples_truths_and_coverage(tmp_path, monkeypatch, capsys):
+    """``unitgan demo munit`` end to end with a stand-in for the MUNIT trainer (a 30-step reconstruction fit,
+    saved as the trainer saves) and no Inception network: the scores, results.json and the page."""
+    from types import SimpleNamespace
+
+    from munit_support import fit_reconstruction
+
+    import unitgan.demo_munit as demo_munit
+    from unitgan.config import save_config
+    from unitgan.models import build_generator
+
+    preset = tmp_path / "munit_demo.yaml"
+    save_config(munit_config("data.synthetic_modes=4", "data.synthetic_test=100"), preset)
+    trained = []
+
+    def stand_in_train(cfg, progress=True):
+        torch.manual_seed(0)
+        gen = build_generator(cfg.model)
+        fit_reconstruction(gen, cfg, 30)
+        path = Path(cfg.train.out_dir) / "step_30.pt"
+        path.parent.mkdir(parents=True)
+        torch.save({"gen": gen.state_dict(), "config": cfg.to_dict(), "step": 30}, path)
+        trained.append(cfg)
+        return SimpleNamespace(checkpoint=path, step=30)
+
+    monkeypatch.setattr(demo_munit, "MUNIT_DEMO_PRESET", str(preset))
+    monkeypatch.setattr(demo_munit, "train", stand_in_train)
+    monkeypatch.setattr(demo_munit, "optional_inception", lambda: None)
+    out = tmp_path / "demo"
+    assert main(["demo", "munit", "--out", str(out), "--no-progress", "data.synthetic_test=6"]) == 0
+    text = capsys.readouterr().out
+    assert "4 modes per held-out scene, 4 style samples per input, 6 inputs, after 30 steps" in text
+    assert "coverage" in text and "untrained network" in text
+    assert trained[0].data.synthetic_test == 6 and trained[0].train.out_dir == str(out / "run")
+    results = json.loads((out / "results.json").read_text())
+    munit, untrained = results["munit"], results["baselines"]["untrained network"]
+    assert (munit["n_inputs"], munit["n_samples"], munit["n_modes"]) == (6, 4, 4)
+    assert 0 <= munit["coverage"] <= 1 and munit["feature_diversity"] is None
+    assert munit["pixel_diversity"] > 0 and munit["pixel_diversity"] != untrained["pixel_diversity"]
+    page = (out / "index.html").read_text()
+    assert page.count("<img") == 6 * (1 + 4 + 4)  # per shown input: the sketch, 4 samples, 4 ground truths
+    assert f"{munit['coverage']:.3f}" in page and "ground truths (modes 0..3)" in page
+    truth = np.asarray(Image.open(out / "examples" / "truth005_003.png"))
+    x_a, truths = demo_munit.held_out_modes(trained[0])
+    want = np.asarray(tensor_to_pil(truths[5, 3]).resize((64, 64), resample=0))
+    np.testing.assert_array_equal(truth, want)  # mode 3 of scene 5, 4x enlarged
+    assert main(["demo", "--model", "unit", "munit", "--out", str(out)]) == 2
+    assert "given twice and differently" in capsys.readouterr().err
+    assert main(["demo", "cyclegan", "--out", str(out)]) == 2

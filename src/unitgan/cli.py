@@ -75,10 +75,27 @@ def _add_translate(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="MUNIT: seed of the style draws (same seed, same styles)")
 
 
+DEMO_MODELS = ("unit", "munit")
+
+
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="train and evaluate on the built-in synthetic domains (minutes, CPU)")
+    p = sub.add_parser(
+        "demo",
+        help="train and evaluate on the built-in synthetic domains (minutes, CPU)",
+        description=(
+            "unitgan demo: UNIT on the synthetic sketch <-> paint domains. unitgan demo munit (or --model munit): "
+            "MUNIT on the domain where every sketch has several right paintings; the page shows the style "
+            "samples next to all ground truths, with the mode coverage."
+        ),
+    )
     p.add_argument("--out", default="demo_out", help="folder for the run, translations and index.html")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset")
+    p.add_argument("--model", choices=DEMO_MODELS, default=None, help="unit (default) or munit")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[munit] key=value",
+        help="the model (unit, munit), then overrides of its preset",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -199,10 +216,30 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def demo_model(model: str | None, overrides: list[str]) -> tuple[str, list[str]]:
+    """(the demo's model, its overrides) from ``--model`` and a leading bare word (``unitgan demo munit``)."""
+    if overrides and "=" not in overrides[0]:
+        word, overrides = overrides[0], overrides[1:]
+        if word not in DEMO_MODELS:
+            raise UnitganError(f"demo model '{word}' is not one of {', '.join(DEMO_MODELS)}")
+        if model is not None and model != word:
+            raise UnitganError(f"the demo model is given twice and differently: --model {model} and '{word}'")
+        model = word
+    return model or "unit", overrides
+
+
 def cmd_demo(args) -> int:
+    model, overrides = demo_model(args.model, args.overrides)
+    if model == "munit":
+        from unitgan.demo_munit import run_munit_demo
+
+        report = run_munit_demo(Path(args.out), overrides, progress=not args.no_progress)
+        print(report.summary())
+        print(f"open {report.html} to see the style samples next to the ground truths")
+        return 0
     from unitgan.demo import run_demo
 
-    report = run_demo(Path(args.out), args.overrides, progress=not args.no_progress)
+    report = run_demo(Path(args.out), overrides, progress=not args.no_progress)
     print(report.summary())
     print(f"open {report.html} to see the translations")
     return 0
