@@ -26,6 +26,7 @@ MUNIT_TINY = [
     "data.crop_size=16",
     "data.synthetic_train=256",
     "data.synthetic_test=8",
+    "data.synthetic_modes=4",  # B: four palettes (background and paint), one drawn per image
 ]
 
 
@@ -35,12 +36,19 @@ def munit_config(*extra: str):
     return load_config("demo", [*MUNIT_TINY, *extra])
 
 
+def synthetic(cfg, domain: str, split: str):
+    """The synthetic domain of ``cfg`` with its ``data.synthetic_modes`` modes."""
+    from unitgan.data import SyntheticDomain
+
+    d = cfg.data
+    length = d.synthetic_train if split == "train" else d.synthetic_test
+    return SyntheticDomain(domain, split, d.crop_size, length, seed=cfg.train.seed, modes=d.synthetic_modes)
+
+
 def fit_reconstruction(gen, cfg, steps: int, seed: int = 0) -> None:
     """``steps`` Adam steps (batch 8, lr 2e-3) on the L1 image and cycle reconstructions, in place."""
-    from unitgan.data import build_domain
-
     torch.manual_seed(seed)
-    ds_a, ds_b = build_domain(cfg, "a", "train"), build_domain(cfg, "b", "train")
+    ds_a, ds_b = synthetic(cfg, "a", "train"), synthetic(cfg, "b", "train")
     x_a_all = torch.stack([ds_a[i] for i in range(len(ds_a))])  # [n, 1, S, S]
     x_b_all = torch.stack([ds_b[i] for i in range(len(ds_b))])  # [n, 3, S, S]
     opt = torch.optim.Adam(gen.parameters(), lr=2e-3, betas=(0.5, 0.999))

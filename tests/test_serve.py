@@ -262,3 +262,5 @@ def test_munit_server_styles_from_a_seed_or_a_reference_image(munit):
     files = {"image": ("x.png", png_bytes(img)), "style_image": ("ref.png", png_bytes(ref))}
     r = c.post("/translate", files=files, data={"direction": "a2b", "seed": "4"})
     assert r.status_code == 422 and "not both" in r.json()["detail"]
+    r = c.post("/translate", files={"image": ("x.png", png_bytes(img))}, data={"direction": "a2b", "seed": "-1"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("seed: "), r.text

@@ -196,6 +196,8 @@ def cmd_translate(args) -> int:
         raise UnitganError(f"--size must be >= 0, got {args.size}")
     if args.styles < 0:
         raise UnitganError(f"--styles must be >= 0, got {args.styles}")
+    if not 0 <= args.seed < 2**63:
+        raise UnitganError(f"--seed must be in 0..2^63-1, got {args.seed}")
     source = args.checkpoint if is_export_dir(args.checkpoint) else resolve_checkpoint(args.checkpoint)
     translator = open_translator(source, args.engine, args.device, args.precision)
     written = translator.translate_files(

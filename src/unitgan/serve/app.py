@@ -222,7 +222,8 @@ def create_app(
             str | None, Query(alias="direction", description="the direction, if not sent as a form field")
         ] = None,
         seed: Annotated[
-            int | None, Form(description="MUNIT: the seed of the random style (default 0); see GET /info")
+            int | None,
+            Form(ge=0, lt=2**63, description="MUNIT: the seed of the random style (default 0); see GET /info"),
         ] = None,
         style_image: Annotated[
             UploadFile | None, File(description="MUNIT: an image of the TARGET domain whose style is used")
