@@ -274,3 +274,21 @@ def test_munit_demo_writes_samples_truths_and_coverage(tmp_path, monkeypatch, ca
     assert main(["demo", "--model", "unit", "munit", "--out", str(out)]) == 2
     assert "given twice and differently" in capsys.readouterr().err
     assert main(["demo", "cyclegan", "--out", str(out)]) == 2
+
+
+def test_demo_picks_the_model_and_its_own_default_folder(monkeypatch, capsys):
+    import unitgan.demo_munit as demo_munit
+    from unitgan.cli import demo_model
+
+    assert demo_model(None, []) == ("unit", [])
+    assert demo_model(None, ["munit", "train.steps=5"]) == ("munit", ["train.steps=5"])
+    assert demo_model("munit", ["train.steps=5"]) == ("munit", ["train.steps=5"])
+    calls = []
+
+    def fake(out, overrides, progress):
+        calls.append((out, overrides))
+        raise KeyboardInterrupt  # stop before any training; the CLI answers 130
+
+    monkeypatch.setattr(demo_munit, "run_munit_demo", fake)
+    assert main(["demo", "--model", "munit", "train.steps=5"]) == 130
+    assert calls == [(Path("demo_munit_out"), ["train.steps=5"])]  # not the UNIT demo's folder

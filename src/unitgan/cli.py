@@ -88,7 +88,9 @@ def _add_demo(sub) -> None:
             "samples next to all ground truths, with the mode coverage."
         ),
     )
-    p.add_argument("--out", default="demo_out", help="folder for the run, translations and index.html")
+    p.add_argument(
+        "--out", default=None, help="folder for the run, translations and index.html (demo_out; munit: demo_munit_out)"
+    )
     p.add_argument("--model", choices=DEMO_MODELS, default=None, help="unit (default) or munit")
     p.add_argument(
         "overrides",
@@ -235,13 +237,13 @@ def cmd_demo(args) -> int:
     if model == "munit":
         from unitgan.demo_munit import run_munit_demo
 
-        report = run_munit_demo(Path(args.out), overrides, progress=not args.no_progress)
+        report = run_munit_demo(Path(args.out or "demo_munit_out"), overrides, progress=not args.no_progress)
         print(report.summary())
         print(f"open {report.html} to see the style samples next to the ground truths")
         return 0
     from unitgan.demo import run_demo
 
-    report = run_demo(Path(args.out), overrides, progress=not args.no_progress)
+    report = run_demo(Path(args.out or "demo_out"), overrides, progress=not args.no_progress)
     print(report.summary())
     print(f"open {report.html} to see the translations")
     return 0

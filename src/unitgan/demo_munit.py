@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 MUNIT_DEMO_PRESET = "munit_demo"  # the bundled preset: MUNIT on the synthetic domain with K = 4 modes
 SHOWN = 8  # held-out inputs shown on the page
-FEATURE_INPUTS = 32  # held-out inputs whose samples go through Inception for the feature diversity (CPU time)
+FEATURE_INPUTS = 16  # held-out inputs whose samples go through Inception for the feature diversity (64 images:
+#   about 50 s on 2 busy CPU cores; the untrained baseline skips it)
 SCORE_KEYS = ("coverage", "nearest_accuracy", "pixel_diversity", "feature_diversity")
 
 
@@ -112,7 +113,7 @@ def run_munit_demo(
 
     torch.manual_seed(cfg.train.seed)
     untrained = Translator(build_generator(cfg.model), cfg, torch.device("cpu"))
-    baselines = {"untrained network": score(untrained, x_a, truths, cfg.train.seed, features)[0]}
+    baselines = {"untrained network": score(untrained, x_a, truths, cfg.train.seed, None)[0]}
 
     result = train(cfg, progress=progress)
     translator = Translator.from_checkpoint(result.checkpoint, device="cpu")
@@ -166,8 +167,8 @@ row), against all {k} ground truths. A sample matches a ground truth when at lea
 pixels are within {scores["threshold"]} (on a 0-1 scale) in every channel. Coverage: the fraction of the {k}
 ground truths that some sample matches (a unimodal model such as UNIT covers at most 1/{k}). Nearest accuracy:
 the mean pixel accuracy of a sample against its closest ground truth (diverse garbage scores low). Diversity:
-the mean distance between two samples of one input, in pixels (0-1 scale) and in Inception pool features (n/a
-without a local Inception network; over the first {FEATURE_INPUTS} inputs).</p>
+the mean distance between two samples of one input, in pixels (0-1 scale) and in Inception pool features (over
+the first {FEATURE_INPUTS} inputs, for the trained model only; n/a without a local Inception network).</p>
 <table class="s"><tr><th></th><th>coverage</th><th>nearest accuracy</th><th>pixel diversity</th>
 <th>feature diversity</th></tr>{score_rows}</table>
 <h2>Held-out sketches: {n_samples} style samples | {k} ground truths</h2>
