@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from munit_support import tiny_munit_checkpoint
 from PIL import Image
 from serve_support import png_bytes, random_image, tiny_checkpoint
 
@@ -90,10 +91,13 @@ def test_page_docs_and_info(client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     for element in ('id="file"', 'id="direction"', 'id="input-img"', 'id="output-img"', 'id="download"'):
         assert element in page.text
+    for element in ('id="style-controls" hidden', 'id="another-style"', 'id="style-file"'):  # shown for MUNIT
+        assert element in page.text
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/info").json()
     assert info["directions"] == ["a2b", "b2a"] and info["channels"] == {"a": 1, "b": 3}
     assert info["max_bytes"] == MAX_BYTES and info["max_pixels"] == MAX_PIXELS
+    assert info["multimodal"] is False and info["style_dim"] == 0
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     assert "image/png" in schema["paths"]["/translate"]["post"]["responses"]["200"]["content"]
@@ -209,3 +213,54 @@ def test_cli_serve_binds_loopback_by_default(tmp_path_factory, monkeypatch, caps
     assert "serving on http://127.0.0.1:7860/" in capsys.readouterr().out
     assert main(["serve", "--export", str(Path(ckpt).parent), "--port", "1"]) == 2  # not an export folder
     assert "not a unitgan export folder" in capsys.readouterr().err
+
+
+def test_unit_server_refuses_styles(client):
+    img = png_bytes(random_image(16, 16, "L", seed=8))
+    r = client.post("/translate", files={"image": ("x.png", img)}, data={"direction": "a2b", "seed": "3"})
+    assert r.status_code == 422 and "UNIT is unimodal" in r.json()["detail"]
+    ref = png_bytes(random_image(16, 16, "RGB", seed=9))
+    files = {"image": ("x.png", img), "style_image": ("ref.png", ref)}
+    r = client.post("/translate", files=files, data={"direction": "a2b"})
+    assert r.status_code == 422 and "UNIT is unimodal" in r.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def munit(tmp_path_factory):
+    translator = Translator.from_checkpoint(tiny_munit_checkpoint(tmp_path_factory.getbasetemp()), "cpu")
+    with TestClient(create_app(translator, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)) as c:
+        yield translator, c
+
+
+def test_munit_server_styles_from_a_seed_or_a_reference_image(munit):
+    translator, c = munit
+    assert c.get("/info").json()["multimodal"] is True and c.get("/info").json()["style_dim"] == 4
+    img = random_image(20, 12, "L", seed=10)
+    x = pil_to_tensor(img).unsqueeze(0)  # [1, 1, 12, 20]
+
+    def send(**form) -> np.ndarray:
+        files = {"image": ("x.png", png_bytes(img))}
+        if "style_image" in form:
+            files["style_image"] = ("ref.png", form.pop("style_image"))
+        r = c.post("/translate", files=files, data={"direction": "a2b", **form})
+        assert r.status_code == 200, r.text
+        return np.asarray(Image.open(io.BytesIO(r.content)), dtype=np.int16)
+
+    default, seed1, seed1_again, seed2 = send(), send(seed="1"), send(seed="1"), send(seed="2")
+    np.testing.assert_array_equal(seed1, seed1_again)  # a seed names a style
+    assert np.abs(seed1 - seed2).mean() > 1 and np.abs(default - seed1).mean() > 1  # another seed, another style
+    want = translator.translate(x, "a2b", translator.draw_styles(1, 0))[0]
+    np.testing.assert_array_equal(default, np.asarray(tensor_to_pil(want), dtype=np.int16))  # default: seed 0
+    ref = random_image(24, 16, "RGB", seed=11)
+    guided = send(style_image=png_bytes(ref))
+    style = translator.style_of(pil_to_tensor(ref).unsqueeze(0), "b")
+    want = translator.translate(x, "a2b", style)[0]
+    np.testing.assert_array_equal(guided, np.asarray(tensor_to_pil(want), dtype=np.int16))
+    files = {"image": ("x.png", png_bytes(img)), "style_image": ("ref.png", b"not an image")}
+    r = c.post("/translate", files=files, data={"direction": "a2b"})
+    assert r.status_code == 415, r.text
+    files = {"image": ("x.png", png_bytes(img)), "style_image": ("ref.png", png_bytes(ref))}
+    r = c.post("/translate", files=files, data={"direction": "a2b", "seed": "4"})
+    assert r.status_code == 422 and "not both" in r.json()["detail"]
+    r = c.post("/translate", files={"image": ("x.png", png_bytes(img))}, data={"direction": "a2b", "seed": "-1"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("seed: "), r.text

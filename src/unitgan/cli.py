@@ -57,12 +57,47 @@ def _add_translate(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    style = p.add_mutually_exclusive_group()
+    style.add_argument(
+        "--styles",
+        type=int,
+        default=0,
+        metavar="K",
+        help="MUNIT: K outputs per input, NAME_style0.png .. NAME_style{K-1}.png; style k is the same for every "
+        "input (drawn from N(0, I) with --seed)",
+    )
+    style.add_argument(
+        "--style-image",
+        default=None,
+        metavar="REF",
+        help="MUNIT: translate in the style of REF, an image of the TARGET domain (example-guided); one output",
+    )
+    p.add_argument("--seed", type=int, default=0, help="MUNIT: seed of the style draws (same seed, same styles)")
+
+
+DEMO_MODELS = ("unit", "munit")
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="train and evaluate on the built-in synthetic domains (minutes, CPU)")
-    p.add_argument("--out", default="demo_out", help="folder for the run, translations and index.html")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset")
+    p = sub.add_parser(
+        "demo",
+        help="train and evaluate on the built-in synthetic domains (minutes, CPU)",
+        description=(
+            "unitgan demo: UNIT on the synthetic sketch <-> paint domains. unitgan demo munit (or --model munit): "
+            "MUNIT on the domain where every sketch has several right paintings; the page shows the style "
+            "samples next to all ground truths, with the mode coverage."
+        ),
+    )
+    p.add_argument(
+        "--out", default=None, help="folder for the run, translations and index.html (demo_out; munit: demo_munit_out)"
+    )
+    p.add_argument("--model", choices=DEMO_MODELS, default=None, help="unit (default) or munit")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="[munit] key=value",
+        help="the model (unit, munit), then overrides of its preset",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -161,6 +196,10 @@ def cmd_translate(args) -> int:
         raise UnitganError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.size < 0:
         raise UnitganError(f"--size must be >= 0, got {args.size}")
+    if args.styles < 0:
+        raise UnitganError(f"--styles must be >= 0, got {args.styles}")
+    if not 0 <= args.seed < 2**63:
+        raise UnitganError(f"--seed must be in 0..2^63-1, got {args.seed}")
     source = args.checkpoint if is_export_dir(args.checkpoint) else resolve_checkpoint(args.checkpoint)
     translator = open_translator(source, args.engine, args.device, args.precision)
     written = translator.translate_files(
@@ -172,15 +211,39 @@ def cmd_translate(args) -> int:
         overwrite=args.overwrite,
         native=args.native,
         keep_size=args.keep_size,
+        styles=args.styles,
+        style_image=args.style_image,
+        seed=args.seed,
     )
-    print(f"translated {len(written)} image(s) {args.direction} into {args.output}")
+    per_input = f" ({args.styles} styles per input)" if args.styles else ""
+    print(f"translated {len(written)} image(s){per_input} {args.direction} into {args.output}")
     return 0
 
 
+def demo_model(model: str | None, overrides: list[str]) -> tuple[str, list[str]]:
+    """(the demo's model, its overrides) from ``--model`` and a leading bare word (``unitgan demo munit``)."""
+    if overrides and "=" not in overrides[0]:
+        word, overrides = overrides[0], overrides[1:]
+        if word not in DEMO_MODELS:
+            raise UnitganError(f"demo model '{word}' is not one of {', '.join(DEMO_MODELS)}")
+        if model is not None and model != word:
+            raise UnitganError(f"the demo model is given twice and differently: --model {model} and '{word}'")
+        model = word
+    return model or "unit", overrides
+
+
 def cmd_demo(args) -> int:
+    model, overrides = demo_model(args.model, args.overrides)
+    if model == "munit":
+        from unitgan.demo_munit import run_munit_demo
+
+        report = run_munit_demo(Path(args.out or "demo_munit_out"), overrides, progress=not args.no_progress)
+        print(report.summary())
+        print(f"open {report.html} to see the style samples next to the ground truths")
+        return 0
     from unitgan.demo import run_demo
 
-    report = run_demo(Path(args.out), args.overrides, progress=not args.no_progress)
+    report = run_demo(Path(args.out or "demo_out"), overrides, progress=not args.no_progress)
     print(report.summary())
     print(f"open {report.html} to see the translations")
     return 0

@@ -89,7 +89,9 @@ def run_demo(out: Path, overrides: list[str] | None = None, progress: bool = Tru
     return DemoReport(page, result.step, acc, baselines)
 
 
-def _save_examples(folder: Path, prefix: str, images: torch.Tensor) -> list[str]:
+def save_examples(folder: Path, prefix: str, images: torch.Tensor) -> list[str]:
+    """Save each image [C, H, W] of ``images`` 4x enlarged as ``folder/{prefix}_{i:03d}.png``; the names relative
+    to the page (``folder.name/...``)."""
     folder.mkdir(parents=True, exist_ok=True)
     names = []
     for i, img in enumerate(images):
@@ -135,14 +137,14 @@ def write_page(out: Path, cfg: Config, x_a, x_b, x_ab, x_ba, acc, baselines, ste
     ex = out / "examples"
     cols = {
         "a2b": (
-            _save_examples(ex, "a", x_a[:n]),
-            _save_examples(ex, "ab", x_ab[:n]),
-            _save_examples(ex, "b", x_b[:n]),
+            save_examples(ex, "a", x_a[:n]),
+            save_examples(ex, "ab", x_ab[:n]),
+            save_examples(ex, "b", x_b[:n]),
         ),
         "b2a": (
-            _save_examples(ex, "b", x_b[:n]),
-            _save_examples(ex, "ba", x_ba[:n]),
-            _save_examples(ex, "a", x_a[:n]),
+            save_examples(ex, "b", x_b[:n]),
+            save_examples(ex, "ba", x_ba[:n]),
+            save_examples(ex, "a", x_a[:n]),
         ),
     }
     has_curve = _loss_curve(Path(cfg.train.out_dir), out / "loss.png")

@@ -11,7 +11,14 @@ domain, shared blocks, generator of the target domain; z = mu as at test time):
     config.json           the full config, to rebuild ``UNITGenerator``                (format safetensors)
     export.json           the manifest
 
-Batch, height and width are dynamic; the raw models need H and W padded as
+A MUNIT generator (``model.arch=munit``, manifest ``style_dim`` > 0) is multimodal: each direction takes the
+style code of the target domain as a second input, and the target domain's style encoder is exported too, so
+that an example image of that domain can give the style:
+
+    a2b.onnx              inputs "x_a" [N, C_a, H, W], "s_b" [N or 1, style_dim] -> output "x_ab"
+    style_b.onnx          input "x_b" [N, C_b, H, W] -> output "s_b" [N, style_dim] (manifest "style_encoders")
+
+Draw styles from N(0, I) for random outputs. Batch, height and width are dynamic; the raw models need H and W padded as
 :func:`unitgan.inference.pad_for_model` does (the manifest's ``size_rule``), and expect images at the
 training scale (``training_scale``, ``scale_rule``). :func:`load_export` reads a folder back into an
 :class:`unitgan.inference.ExportedTranslator`.
@@ -37,11 +44,12 @@ from unitgan.inference import (
     DirectionalGenerator,
     ExportedTranslator,
     Runner,
+    StyledRunner,
     check_direction,
     load_generator,
     training_scale,
 )
-from unitgan.models import UNITGenerator, build_generator
+from unitgan.models import MUNITGenerator, UNITGenerator, build_generator
 from unitgan.runtime import atomic_write_text, resolve_device
 
 log = logging.getLogger(__name__)
@@ -62,12 +70,44 @@ def resolve_directions(direction: str) -> tuple[str, ...]:
     return (check_direction(direction),)
 
 
-def _weight_prefixes(directions: tuple[str, ...]) -> tuple[str, ...]:
-    """State-dict key prefixes of the generator parts the given directions use."""
+def _weight_prefixes(directions: tuple[str, ...], multimodal: bool = False) -> tuple[str, ...]:
+    """State-dict key prefixes of the generator parts the given directions use (MUNIT: with the target
+    domain's style encoder)."""
+    if multimodal:
+        parts = {"enc_c_shared."}
+        for d in directions:
+            src, dst = d[0], d[2]
+            parts |= {f"enc_c_{src}.", f"dec_{dst}.", f"enc_s_{dst}."}
+        return tuple(sorted(parts))
     parts = {"enc_shared.", "dec_shared."}
     for d in directions:
         parts |= {"enc_a.", "dec_b."} if d == "a2b" else {"enc_b.", "dec_a."}
     return tuple(sorted(parts))
+
+
+class StyledDirectionalGenerator(nn.Module):
+    """One direction of a MUNIT generator as a plain module: ``(x_src, s_dst) -> x_dst``.
+
+    Args:
+        gen: the trained generator; its submodules are shared, not copied.
+        direction: ``'a2b'`` or ``'b2a'``.
+    """
+
+    def __init__(self, gen: MUNITGenerator, direction: str):
+        super().__init__()
+        check_direction(direction)
+        self.enc_c = gen.enc_c_a if direction == "a2b" else gen.enc_c_b
+        self.enc_c_shared = gen.enc_c_shared
+        self.dec = gen.dec_b if direction == "a2b" else gen.dec_a
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """x [N, C_src, H, W], style [N or 1, style_dim] -> [N, C_dst, H, W] in [-1, 1]."""
+        return self.dec(self.enc_c_shared(self.enc_c(x)), style.expand(x.shape[0], -1))
+
+
+def style_target_domains(directions: tuple[str, ...]) -> tuple[str, ...]:
+    """The domains whose style encoders an export of ``directions`` holds: the targets."""
+    return tuple(sorted({d[2] for d in directions}))
 
 
 def _io_names(direction: str) -> tuple[str, str]:
@@ -80,7 +120,7 @@ def _io_names(direction: str) -> tuple[str, str]:
 # Writing an export
 
 
-def generator_from_checkpoint(path: str | Path) -> tuple[UNITGenerator, Config, int | None]:
+def generator_from_checkpoint(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Config, int | None]:
     """(generator in eval mode on the CPU, config, training step) from a checkpoint file."""
     gen, cfg, state = load_generator(path)
     step = state.get("step")
@@ -102,7 +142,7 @@ def export_checkpoint(
 
 
 def export_generator(
-    gen: UNITGenerator,
+    gen: UNITGenerator | MUNITGenerator,
     cfg: Config,
     output: str | Path,
     direction: str = "both",
@@ -113,8 +153,9 @@ def export_generator(
 ) -> Path:
     """Write ``fmt`` files for ``direction`` ('a2b', 'b2a', 'both') and ``export.json`` into ``output``.
 
-    Each exported file is run once against PyTorch on a random input; a difference above ``PARITY_TOL``
-    raises. ``export.json`` is written last, so a folder holding it holds a complete export.
+    Each exported file is run once against PyTorch on a random input (and a random style for MUNIT); a
+    difference above ``PARITY_TOL`` raises. ``export.json`` is written last, so a folder holding it holds a
+    complete export.
     """
     if fmt not in FORMATS:
         raise UnitganError(f"export format '{fmt}' is not one of {', '.join(FORMATS)}")
@@ -122,6 +163,8 @@ def export_generator(
     out = Path(output)
     _prepare_output(out, overwrite)
     gen = copy.deepcopy(gen).to("cpu").eval()  # the caller's module keeps its device and mode
+    if isinstance(gen, MUNITGenerator):
+        return _export_munit(gen, cfg, out, directions, fmt, source, opset)
     m = gen.size_multiple
     files: dict[str, dict[str, Any]] = {}
     checks: dict[str, float] = {}
@@ -164,6 +207,88 @@ def export_generator(
     return path
 
 
+def _export_munit(
+    gen: MUNITGenerator,
+    cfg: Config,
+    out: Path,
+    directions: tuple[str, ...],
+    fmt: str,
+    source: dict[str, Any] | None,
+    opset: int,
+) -> Path:
+    """:func:`export_generator` for a MUNIT generator: per direction ``(x_src, s_dst) -> x_dst``, and the style
+    encoder of every target domain, each checked against PyTorch on a random input and a random style."""
+    m = gen.size_multiple
+    check_hw = (2 * m, 3 * m)
+    g = torch.Generator().manual_seed(0)
+    files: dict[str, dict[str, Any]] = {}
+    checks: dict[str, float] = {}
+    if fmt == "safetensors":
+        _write_safetensors(gen, cfg, directions, out)
+        reloaded, reloaded_styles = _safetensors_munit_runners(out, cfg, directions, torch.device("cpu"))
+    jobs: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str], str]] = []
+    for d in directions:
+        src, dst = d[0], d[2]
+        x = torch.rand(2, gen.cfg.input_nc_a if src == "a" else gen.cfg.input_nc_b, *check_hw, generator=g) * 2 - 1
+        s = torch.randn(2, gen.style_dim, generator=g)  # [2, style_dim]
+        jobs.append((d, StyledDirectionalGenerator(gen, d).eval(), (x, s), [*_io_names(d)[:1], f"s_{dst}"], d))
+    for dst in style_target_domains(directions):
+        x = torch.rand(2, gen.cfg.input_nc_a if dst == "a" else gen.cfg.input_nc_b, *check_hw, generator=g) * 2 - 1
+        jobs.append((f"style_{dst}", (gen.enc_s_a if dst == "a" else gen.enc_s_b).eval(), (x,), [f"x_{dst}"], dst))
+    style_files: dict[str, dict[str, Any]] = {}
+    for name, module, inputs, names_in, key in jobs:
+        name_out = _io_names(name)[1] if name in DIRECTIONS else f"s_{key}"
+        with torch.inference_mode():
+            expected = module(*inputs)
+        if fmt == "onnx":
+            path = out / f"{name}.onnx"
+            _write_onnx(
+                module,
+                inputs[0],
+                path,
+                names_in[0],
+                name_out,
+                opset,
+                extra=dict(zip(names_in[1:], inputs[1:], strict=True)),
+            )
+            got = _onnx_runner(path, threads=1)(*inputs)
+            entry = {"file": path.name, "input": names_in[0], "output": name_out}
+            if len(names_in) > 1:
+                entry["style_input"] = names_in[1]
+        elif fmt == "torchscript":
+            path = out / f"{name}.torchscript.pt"
+            _write_torchscript(module, path, inputs)
+            got = _torchscript_runner(path, torch.device("cpu"))(*inputs)
+            entry = {"file": path.name}
+        else:
+            got = (reloaded[key] if name in DIRECTIONS else reloaded_styles[key])(*inputs)
+            entry = {"file": SAFETENSORS_FILE}
+        diff = float((got - expected).abs().max())
+        checks[name] = diff
+        if not diff <= PARITY_TOL:
+            raise UnitganError(
+                f"exported {fmt} model for {name} differs from PyTorch by {diff:.2e} (> {PARITY_TOL:g}); please report this"
+            )
+        log.info("exported %s %s to %s (max abs difference to PyTorch %.1e)", name, fmt, out / entry["file"], diff)
+        if name in DIRECTIONS:
+            files[name] = entry
+        else:
+            style_files[key] = entry
+    manifest = _manifest(cfg, fmt, directions, files, m, checks, check_hw, source, opset)
+    manifest["style_dim"] = gen.style_dim
+    manifest["style_rule"] = (
+        "each direction takes a style code of the target domain, [N or 1, style_dim] float32: draw it from "
+        "N(0, I) for a random output, or encode an image of the target domain with style_encoders[domain] "
+        "(padded like the input) for example-guided translation"
+    )
+    manifest["style_encoders"] = {
+        dst: {**entry, "in_channels": manifest["channels"][dst]} for dst, entry in style_files.items()
+    }
+    path = out / MANIFEST
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
 def _prepare_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UnitganError(f"export output '{out}' is a file, not a folder")
@@ -174,7 +299,9 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
         if not old.is_file():
             raise UnitganError(f"export folder '{out}' is not empty and holds no export; choose another folder")
         try:
-            old_files = {f["file"] for f in json.loads(old.read_text())["directions"].values()}
+            old_manifest = json.loads(old.read_text())
+            old_entries = [*old_manifest["directions"].values(), *old_manifest.get("style_encoders", {}).values()]
+            old_files = {f["file"] for f in old_entries}
         except (ValueError, KeyError, TypeError, AttributeError):
             old_files = set()
         for name in [MANIFEST, CONFIG_FILE, *sorted(old_files)]:
@@ -240,24 +367,36 @@ def _manifest(
     }
 
 
-def _write_onnx(module: nn.Module, x: torch.Tensor, path: Path, name_in: str, name_out: str, opset: int) -> None:
-    """The TorchScript-based exporter: no extra dependency, dynamic axes by name (deprecated, still shipped)."""
+def _write_onnx(
+    module: nn.Module,
+    x: torch.Tensor,
+    path: Path,
+    name_in: str,
+    name_out: str,
+    opset: int,
+    extra: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """The TorchScript-based exporter: no extra dependency, dynamic axes by name (deprecated, still shipped).
+
+    ``extra``: further inputs after ``x`` by name (a style code [N or 1, D]: its batch axis is dynamic)."""
     try:
         import onnx
     except ImportError:
         raise UnitganError("ONNX export needs the onnx package: pip install 'unitgan[export]'") from None
     axes = {0: "batch", 2: "height", 3: "width"}
+    extra = extra or {}
+    dynamic = {name_in: axes, name_out: axes, **{k: {0: f"{k}_batch"} for k in extra}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter announces its own future
         warnings.simplefilter("ignore", UserWarning)  # constant-folding and instance-norm notes
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants
         torch.onnx.export(
             module,
-            (x,),
+            (x, *extra.values()),
             str(path),
-            input_names=[name_in],
+            input_names=[name_in, *extra],
             output_names=[name_out],
-            dynamic_axes={name_in: axes, name_out: axes},
+            dynamic_axes=dynamic,
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
@@ -265,19 +404,24 @@ def _write_onnx(module: nn.Module, x: torch.Tensor, path: Path, name_in: str, na
     onnx.checker.check_model(str(path))
 
 
-def _write_torchscript(module: nn.Module, path: Path) -> None:
+def _write_torchscript(module: nn.Module, path: Path, example: tuple[torch.Tensor, ...] | None = None) -> None:
+    """Scripted, or traced on ``example`` inputs where given (MUNIT's decoder loops over a module list in a
+    way the scripting compiler refuses; tracing records the sizes as operations, so shapes stay dynamic)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
-        scripted = torch.jit.script(module)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants
+        scripted = torch.jit.script(module) if example is None else torch.jit.trace(module, example)
     scripted.save(str(path))
 
 
-def _write_safetensors(gen: UNITGenerator, cfg: Config, directions: tuple[str, ...], out: Path) -> None:
+def _write_safetensors(
+    gen: UNITGenerator | MUNITGenerator, cfg: Config, directions: tuple[str, ...], out: Path
+) -> None:
     try:
         from safetensors.torch import save_file
     except ImportError:
         raise UnitganError("safetensors export needs the safetensors package: pip install 'unitgan[export]'") from None
-    prefixes = _weight_prefixes(directions)
+    prefixes = _weight_prefixes(directions, isinstance(gen, MUNITGenerator))
     weights = {k: v.detach().contiguous() for k, v in gen.state_dict().items() if k.startswith(prefixes)}
     save_file(weights, str(out / SAFETENSORS_FILE), metadata={"directions": ",".join(directions)})
     atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -287,7 +431,7 @@ def _write_safetensors(gen: UNITGenerator, cfg: Config, directions: tuple[str, .
 # Reading an export back
 
 
-def _onnx_runner(path: Path, threads: int = 0) -> Runner:
+def _onnx_runner(path: Path, threads: int = 0) -> Runner | StyledRunner:
     try:
         import onnxruntime as ort
     except ImportError:
@@ -300,16 +444,18 @@ def _onnx_runner(path: Path, threads: int = 0) -> Runner:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise UnitganError(f"ONNX model '{path}' cannot be loaded: {str(e).strip().splitlines()[0]}") from None
-    name_in = session.get_inputs()[0].name
+    names_in = [i.name for i in session.get_inputs()]  # x, then the style code for a MUNIT direction
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(session.run(None, {name_in: arr})[0])
+    def run(*inputs: torch.Tensor) -> torch.Tensor:
+        feed = {
+            n: t.detach().to("cpu", torch.float32).contiguous().numpy() for n, t in zip(names_in, inputs, strict=True)
+        }
+        return torch.from_numpy(session.run(None, feed)[0])
 
     return run
 
 
-def _torchscript_runner(path: Path, device: torch.device) -> Runner:
+def _torchscript_runner(path: Path, device: torch.device) -> Runner | StyledRunner:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
@@ -317,16 +463,42 @@ def _torchscript_runner(path: Path, device: torch.device) -> Runner:
     except Exception as e:  # noqa: BLE001 - any load failure means the same thing to the user
         raise UnitganError(f"TorchScript model '{path}' cannot be loaded: {str(e).strip().splitlines()[0]}") from None
 
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def run(*inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return module(x.to(device))
+            return module(*(t.to(device) for t in inputs))
 
     return run
 
 
-def _safetensors_runners(
+def _safetensors_munit_runners(
     out: Path, cfg: Config, directions: tuple[str, ...], device: torch.device
-) -> dict[str, Runner]:
+) -> tuple[dict[str, StyledRunner], dict[str, Runner]]:
+    """(direction -> styled runner, target domain -> style encoder) of a MUNIT safetensors export."""
+    gen = _load_safetensors_generator(out, cfg, directions, device)
+    runners: dict[str, StyledRunner] = {}
+    for d in directions:
+        module = StyledDirectionalGenerator(gen, d)
+
+        def run(x: torch.Tensor, style: torch.Tensor, module: nn.Module = module) -> torch.Tensor:
+            with torch.inference_mode():
+                return module(x.to(device), style.to(device))
+
+        runners[d] = run
+    encoders: dict[str, Runner] = {}
+    for dst in style_target_domains(directions):
+
+        def encode(x: torch.Tensor, dst: str = dst) -> torch.Tensor:
+            with torch.inference_mode():
+                return gen.encode_style(x.to(device), dst)
+
+        encoders[dst] = encode
+    return runners, encoders
+
+
+def _load_safetensors_generator(
+    out: Path, cfg: Config, directions: tuple[str, ...], device: torch.device
+) -> UNITGenerator | MUNITGenerator:
+    """The generator of a safetensors export with the weights of ``directions`` loaded, in eval mode."""
     try:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -338,13 +510,20 @@ def _safetensors_runners(
     except (OSError, SafetensorError) as e:
         raise UnitganError(f"weights '{path}' cannot be loaded: {e}") from None
     gen = build_generator(cfg.model)
-    needed = {k for k in gen.state_dict() if k.startswith(_weight_prefixes(directions))}
+    prefixes = _weight_prefixes(directions, isinstance(gen, MUNITGenerator))
+    needed = {k for k in gen.state_dict() if k.startswith(prefixes)}
     missing, unexpected = sorted(needed - weights.keys()), sorted(weights.keys() - needed)
     if missing or unexpected:
         what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
         raise UnitganError(f"weights '{path}' do not match the config in the export ({what})")
     gen.load_state_dict(weights, strict=False)
-    gen = gen.to(device).eval()
+    return gen.to(device).eval()
+
+
+def _safetensors_runners(
+    out: Path, cfg: Config, directions: tuple[str, ...], device: torch.device
+) -> dict[str, Runner]:
+    gen = _load_safetensors_generator(out, cfg, directions, device)
     runners: dict[str, Runner] = {}
     for d in directions:
         module = DirectionalGenerator(gen, d)
@@ -382,6 +561,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         f = folder / Path(str(entry.get("file", ""))).name
         if not f.is_file():
             raise UnitganError(f"export '{folder}' is missing {f.name} (direction {d})")
+    for domain, entry in manifest.get("style_encoders", {}).items():
+        f = folder / Path(str(entry.get("file", ""))).name
+        if not f.is_file():
+            raise UnitganError(f"export '{folder}' is missing {f.name} (style encoder of domain {domain})")
     return manifest
 
 
@@ -403,6 +586,8 @@ def load_export(path: str | Path, device: str = "cpu", threads: int = 0) -> Expo
     directions = tuple(d for d in DIRECTIONS if d in manifest["directions"])
     files = {d: folder / Path(manifest["directions"][d]["file"]).name for d in directions}
     dev = torch.device("cpu") if fmt == "onnx" else resolve_device(device)
+    if int(manifest.get("style_dim", 0)) > 0:
+        return _load_munit_export(folder, manifest, cfg, directions, files, dev, threads)
     if fmt == "onnx":
         runners = {d: _onnx_runner(files[d], threads) for d in directions}
     elif fmt == "torchscript":
@@ -411,3 +596,27 @@ def load_export(path: str | Path, device: str = "cpu", threads: int = 0) -> Expo
         runners = _safetensors_runners(folder, cfg, directions, dev)
     log.info("loaded %s export %s (%s)", fmt, folder, ", ".join(directions))
     return ExportedTranslator(runners, manifest, "onnx" if fmt == "onnx" else "torch", dev)
+
+
+def _load_munit_export(
+    folder: Path,
+    manifest: dict[str, Any],
+    cfg: Config,
+    directions: tuple[str, ...],
+    files: dict[str, Path],
+    dev: torch.device,
+    threads: int,
+) -> ExportedTranslator:
+    """:func:`load_export` for a multimodal (MUNIT) export: styled runners and the style encoders."""
+    fmt = manifest["format"]
+    styles = {k: folder / Path(v["file"]).name for k, v in manifest.get("style_encoders", {}).items()}
+    if fmt == "onnx":
+        runners = {d: _onnx_runner(files[d], threads) for d in directions}
+        encoders = {k: _onnx_runner(f, threads) for k, f in styles.items()}
+    elif fmt == "torchscript":
+        runners = {d: _torchscript_runner(files[d], dev) for d in directions}
+        encoders = {k: _torchscript_runner(f, dev) for k, f in styles.items()}
+    else:
+        runners, encoders = _safetensors_munit_runners(folder, cfg, directions, dev)
+    log.info("loaded multimodal %s export %s (%s)", fmt, folder, ", ".join(directions))
+    return ExportedTranslator(runners, manifest, "onnx" if fmt == "onnx" else "torch", dev, encoders)

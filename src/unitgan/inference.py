@@ -12,6 +12,10 @@ modules read back from an export folder (:func:`unitgan.export.load_export`). Bo
 - Scale (files and the server): by default the shorter side is resized to the ``data.load_size`` the model
   was trained with (aspect kept; 0 = trained at native size, kept). ``size`` resizes to SIZE x SIZE instead,
   ``native`` keeps the native resolution.
+- Style (MUNIT models, ``style_dim`` > 0; UNIT is unimodal and takes none): ``translate(x, d, style)`` decodes
+  with a style code of the target domain, [N or 1, style_dim]. :meth:`BaseTranslator.draw_styles` draws codes
+  from N(0, I) on the CPU with a seed (so one seed gives the same styles on every engine and device), and
+  :meth:`BaseTranslator.style_of` encodes the style of reference images of a domain (example-guided).
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ from unitgan.config import Config, config_from_dict
 from unitgan.data.io import IMAGE_EXTENSIONS, list_images, load_image, pil_to_tensor, tensor_to_pil
 from unitgan.data.transforms import resize_shorter
 from unitgan.errors import UnitganError
-from unitgan.models import UNITGenerator, build_generator
+from unitgan.models import MUNITGenerator, UNITGenerator, build_generator
 from unitgan.runtime import autocast, check_precision, resolve_device
 from unitgan.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("a2b", "b2a")
+UNIMODAL_MESSAGE = (
+    "this is a UNIT model, and UNIT is unimodal (one output per input): styles and style images need a MUNIT model"
+)
 
 
 def check_direction(direction: str) -> str:
@@ -46,7 +53,7 @@ def check_direction(direction: str) -> str:
     return direction
 
 
-def load_generator(path: str | Path) -> tuple[UNITGenerator, Config, dict]:
+def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Config, dict]:
     """(generator on the CPU, its config, the whole checkpoint) from a checkpoint file, loaded safely."""
     state = load_checkpoint(path)
     try:
@@ -108,6 +115,7 @@ class BaseTranslator:
         device: where inputs go before the model runs.
         scale: the training scale (see :func:`training_scale`).
         engine: ``'torch'`` or ``'onnx'``.
+        style_dim: length of the model's style code; 0 for a unimodal (UNIT) model.
     """
 
     def __init__(
@@ -118,8 +126,10 @@ class BaseTranslator:
         device: torch.device,
         scale: int,
         engine: str,
+        style_dim: int = 0,
     ):
         self.cfg = cfg
+        self.style_dim = style_dim
         self.size_multiple = size_multiple
         self.directions = directions
         self.device = device
@@ -129,13 +139,54 @@ class BaseTranslator:
     def channels(self, domain: str) -> int:
         return self.cfg.model.input_nc_a if domain == "a" else self.cfg.model.input_nc_b
 
-    def run(self, x: torch.Tensor, direction: str) -> torch.Tensor:
-        """The raw model: [N, C_src, H, W] with H, W padded by :func:`pad_for_model` -> [N, C_dst, H, W]."""
+    @property
+    def multimodal(self) -> bool:
+        """True for a model with style codes (MUNIT): one input, many outputs."""
+        return self.style_dim > 0
+
+    def run(self, x: torch.Tensor, direction: str, style: torch.Tensor | None = None) -> torch.Tensor:
+        """The raw model: [N, C_src, H, W] with H, W padded by :func:`pad_for_model` -> [N, C_dst, H, W];
+        ``style`` [N or 1, style_dim] for a multimodal model."""
         raise NotImplementedError
 
+    def run_style_encoder(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        """The raw style encoder of ``domain``: [N, C, H, W] (padded) -> [N, style_dim]."""
+        raise NotImplementedError
+
+    def draw_styles(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` style codes from N(0, I), [n, style_dim] float32 on the CPU; the same for a seed everywhere."""
+        if not self.multimodal:
+            raise UnitganError(UNIMODAL_MESSAGE)
+        return torch.randn(n, self.style_dim, generator=torch.Generator().manual_seed(seed))
+
     @torch.inference_mode()
-    def translate(self, x: torch.Tensor, direction: str) -> torch.Tensor:
-        """[N, C_src, H, W] -> [N, C_dst, H, W] float32; any H, W (padded by :func:`pad_for_model`, cropped back)."""
+    def style_of(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        """The style codes of images of ``domain`` ('a' or 'b'), [N, C, H, W] in [-1, 1] -> [N, style_dim]:
+        translating with the style of an image of the target domain is MUNIT's example-guided translation."""
+        if not self.multimodal:
+            raise UnitganError(UNIMODAL_MESSAGE)
+        if domain not in ("a", "b"):
+            raise UnitganError(f"domain '{domain}' is not a or b")
+        if x.ndim != 4 or x.shape[1] != self.channels(domain):
+            raise UnitganError(f"style image must be [N, {self.channels(domain)}, H, W], got {tuple(x.shape)}")
+        return self.run_style_encoder(pad_for_model(x.to(self.device, torch.float32), self.size_multiple), domain)
+
+    def check_style(self, style: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """``style`` as [N or 1, style_dim] float32 on the device; None for a unimodal model (which takes none)."""
+        if style is None:
+            return self.draw_styles(n).to(self.device) if self.multimodal else None
+        if not self.multimodal:
+            raise UnitganError(UNIMODAL_MESSAGE)
+        if style.ndim != 2 or style.shape[0] not in (1, n) or style.shape[1] != self.style_dim:
+            raise UnitganError(f"style must be [{n} or 1, {self.style_dim}], got {tuple(style.shape)}")
+        return style.to(self.device, torch.float32)
+
+    @torch.inference_mode()
+    def translate(self, x: torch.Tensor, direction: str, style: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, C_src, H, W] -> [N, C_dst, H, W] float32; any H, W (padded by :func:`pad_for_model`, cropped back).
+
+        ``style``: a multimodal model's style code(s) of the target domain, [N or 1, style_dim]; None draws
+        ``draw_styles(N, seed=0)``. A unimodal model refuses a style."""
         check_direction(direction)
         if direction not in self.directions:
             raise UnitganError(f"direction '{direction}' is not in this export (it has {', '.join(self.directions)})")
@@ -143,7 +194,9 @@ class BaseTranslator:
         if x.ndim != 4 or x.shape[1] != self.channels(src):
             raise UnitganError(f"input must be [N, {self.channels(src)}, H, W] for {direction}, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        y = self.run(pad_for_model(x.to(self.device, torch.float32), self.size_multiple), direction)
+        style = self.check_style(style, x.shape[0])
+        padded = pad_for_model(x.to(self.device, torch.float32), self.size_multiple)
+        y = self.run(padded, direction) if style is None else self.run(padded, direction, style)
         return y[..., :h, :w].float()
 
     def prepare(self, img: Image.Image, size: int = 0, native: bool = False) -> torch.Tensor:
@@ -166,11 +219,15 @@ class BaseTranslator:
         overwrite: bool = True,
         native: bool = False,
         keep_size: bool = False,
+        styles: int = 0,
+        style_image: str | Path | None = None,
+        seed: int = 0,
     ) -> list[Path]:
         """Translate image files (or folders, or globs) into ``output``, keeping file names (as PNG).
 
         Each image is translated at the scale of :meth:`prepare`; the output has that size, or the input's
-        size with ``keep_size``.
+        size with ``keep_size``. A multimodal model (see :meth:`output_styles`) writes ``name_style0.png`` ..
+        with ``styles`` K > 0, else one ``name.png`` per input.
         """
         check_direction(direction)
         if size < 0:
@@ -184,7 +241,11 @@ class BaseTranslator:
             folder = Path(item).expanduser().resolve()
             if folder.is_dir() and (folder == out_dir.resolve() or folder in out_dir.resolve().parents):
                 raise UnitganError(f"output folder '{out_dir}' is inside input folder '{item}'; choose another")
-        targets = output_names(pairs, out_dir)
+        suffixes, style_codes = self.output_styles(direction, styles, style_image, seed, size, native)
+        per_style = [styled_names(output_names(pairs, out_dir), suffix) for suffix in suffixes]
+        targets = {f: t for names in per_style for f, t in names.items()}  # the checks below look at every file
+        if len({t for names in per_style for t in names.values()}) != len(pairs) * len(suffixes):
+            raise UnitganError("two inputs would write the same output file name; translate them separately")
         files = [f for f, _ in pairs]
         resolved_out = out_dir.resolve()
         for f in files:
@@ -192,22 +253,62 @@ class BaseTranslator:
                 raise UnitganError(f"output folder '{out_dir}' holds input '{f}'; choose a folder outside the inputs")
         out_dir.mkdir(parents=True, exist_ok=True)
         if not overwrite:
-            existing = [t for t in targets.values() if t.exists()]
+            existing = [t for names in per_style for t in names.values() if t.exists()]
             if existing:
                 raise UnitganError(f"output file '{existing[0]}' exists (use --overwrite to replace)")
         src = direction[0]
         groups: dict[tuple[int, ...], list[tuple[Path, torch.Tensor, tuple[int, int]]]] = defaultdict(list)
         written = []
+
+        def flush(batch: list[tuple[Path, torch.Tensor, tuple[int, int]]]) -> None:
+            for names, style in zip(per_style, style_codes, strict=True):
+                written.extend(self.write_batch(batch, names, direction, keep_size, style))
+
         for path in files:
             img = load_image(path, self.channels(src))
             x = self.prepare(img, size, native)  # [C, H', W']
             key = tuple(x.shape[1:])
             groups[key].append((path, x, (img.height, img.width)))
             if len(groups[key]) == batch_size:
-                written += self.write_batch(groups.pop(key), targets, direction, keep_size)
+                flush(groups.pop(key))
         for batch in groups.values():
-            written += self.write_batch(batch, targets, direction, keep_size)
+            flush(batch)
         return written
+
+    def output_styles(
+        self,
+        direction: str,
+        styles: int = 0,
+        style_image: str | Path | None = None,
+        seed: int = 0,
+        size: int = 0,
+        native: bool = False,
+    ) -> tuple[list[str], list[torch.Tensor | None]]:
+        """The outputs per input of :meth:`translate_files`: (file-name suffixes, style codes [1, style_dim]).
+
+        A unimodal model: one output, no style. A multimodal one: with ``styles`` K, K outputs ``_style0`` ..
+        ``_style{K-1}``, style k being row k of ``draw_styles(K, seed)`` (the same style k for every input);
+        with ``style_image``, one output in the style of that image of the target domain (resized as inputs
+        are); else one output in style 0 of ``seed``."""
+        if styles < 0:
+            raise UnitganError(f"styles must be >= 0, got {styles}")
+        if not self.multimodal:
+            if styles or style_image is not None:
+                raise UnitganError(UNIMODAL_MESSAGE)
+            return [""], [None]
+        if styles and style_image is not None:
+            raise UnitganError("give a number of styles or a style image, not both")
+        if style_image is not None:
+            dst = direction[2]
+            ref = Path(style_image).expanduser()
+            if not ref.is_file():
+                raise UnitganError(f"style image '{style_image}' does not exist")
+            x_ref = self.prepare(load_image(ref, self.channels(dst)), size, native)  # [C_dst, H, W]
+            return [""], [self.style_of(x_ref.unsqueeze(0), dst)]
+        codes = self.draw_styles(max(styles, 1), seed)  # [K, style_dim]
+        if not styles:
+            return [""], [codes]
+        return [f"_style{k}" for k in range(styles)], list(codes.split(1))
 
     def write_batch(
         self,
@@ -215,9 +316,11 @@ class BaseTranslator:
         targets: dict[Path, Path],
         direction: str,
         keep_size: bool,
+        style: torch.Tensor | None = None,
     ) -> list[Path]:
-        """Translate one batch of same-size images (path, [C, H, W], input (H, W)) and save each as PNG."""
-        y = self.translate(torch.stack([x for _, x, _ in batch]), direction)  # [N, C_dst, H', W']
+        """Translate one batch of same-size images (path, [C, H, W], input (H, W)) and save each as PNG;
+        ``style`` [1, style_dim] for a multimodal model (None: style 0 of seed 0)."""
+        y = self.translate(torch.stack([x for _, x, _ in batch]), direction, style)  # [N, C_dst, H', W']
         out = []
         for (path, _, input_hw), img in zip(batch, y, strict=True):
             if keep_size and tuple(img.shape[-2:]) != input_hw:
@@ -230,11 +333,12 @@ class BaseTranslator:
 
 
 class Translator(BaseTranslator):
-    """A UNIT generator (PyTorch) ready to translate, in fp32, bf16 or fp16."""
+    """A UNIT or MUNIT generator (PyTorch) ready to translate, in fp32, bf16 or fp16."""
 
-    def __init__(self, gen: UNITGenerator, cfg: Config, device: torch.device, precision: str = "fp32"):
+    def __init__(self, gen: UNITGenerator | MUNITGenerator, cfg: Config, device: torch.device, precision: str = "fp32"):
         check_precision(device, precision)
-        super().__init__(cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch")
+        style_dim = gen.style_dim if isinstance(gen, MUNITGenerator) else 0
+        super().__init__(cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch", style_dim)
         self.gen = gen.to(device).eval()
         self.precision = precision
 
@@ -243,12 +347,19 @@ class Translator(BaseTranslator):
         gen, cfg, _ = load_generator(path)
         return cls(gen, cfg, resolve_device(device), precision)
 
-    def run(self, x: torch.Tensor, direction: str) -> torch.Tensor:
+    def run(self, x: torch.Tensor, direction: str, style: torch.Tensor | None = None) -> torch.Tensor:
         with autocast(self.device, self.precision):
-            return self.gen.translate(x, direction)
+            if style is None:
+                return self.gen.translate(x, direction)
+            return self.gen.translate(x, direction, style=style)
+
+    def run_style_encoder(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        with autocast(self.device, self.precision):
+            return self.gen.encode_style(x, domain).float()
 
 
 Runner = Callable[[torch.Tensor], torch.Tensor]  # [N, C_src, H, W] (H, W padded) -> [N, C_dst, H, W]
+StyledRunner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [N, C_src, H, W], style [N or 1, D])
 
 
 class ExportedTranslator(BaseTranslator):
@@ -256,22 +367,40 @@ class ExportedTranslator(BaseTranslator):
 
     Args:
         runners: direction -> callable, [N, C_src, H, W] -> [N, C_dst, H, W] for H, W padded by
-            :func:`pad_for_model`.
+            :func:`pad_for_model`; for a multimodal export (manifest ``style_dim`` > 0) a
+            :data:`StyledRunner` that also takes the style code.
         manifest: the parsed ``export.json``.
         engine: ``'onnx'`` (onnxruntime, CPU) or ``'torch'``.
         device: where the runners take their inputs.
+        style_encoders: domain -> callable, [N, C, H, W] -> style [N, style_dim] (multimodal exports).
     """
 
-    def __init__(self, runners: dict[str, Runner], manifest: dict, engine: str, device: torch.device):
+    def __init__(
+        self,
+        runners: dict[str, Runner | StyledRunner],
+        manifest: dict,
+        engine: str,
+        device: torch.device,
+        style_encoders: dict[str, Runner] | None = None,
+    ):
         cfg = config_from_dict(manifest["config"])
         directions = tuple(d for d in DIRECTIONS if d in runners)
         scale = int(manifest.get("training_scale", training_scale(cfg)))  # exports from before 0.x lack it
-        super().__init__(cfg, int(manifest["size_multiple"]), directions, device, scale, engine)
+        style_dim = int(manifest.get("style_dim", 0))
+        super().__init__(cfg, int(manifest["size_multiple"]), directions, device, scale, engine, style_dim)
         self.runners = runners
         self.manifest = manifest
+        self.style_encoders = style_encoders or {}
 
-    def run(self, x: torch.Tensor, direction: str) -> torch.Tensor:
-        return self.runners[direction](x).cpu()
+    def run(self, x: torch.Tensor, direction: str, style: torch.Tensor | None = None) -> torch.Tensor:
+        if style is None:
+            return self.runners[direction](x).cpu()
+        return self.runners[direction](x, style).cpu()
+
+    def run_style_encoder(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        if domain not in self.style_encoders:
+            raise UnitganError(f"this export has no style encoder of domain {domain.upper()}")
+        return self.style_encoders[domain](x).cpu()
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
@@ -295,6 +424,11 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
     if not files:
         raise UnitganError("no input images found")
     return files
+
+
+def styled_names(names: dict[Path, Path], suffix: str) -> dict[Path, Path]:
+    """Output file names with ``suffix`` added to each stem: ``x.png`` -> ``x_style0.png``."""
+    return {f: t.with_name(f"{t.stem}{suffix}{t.suffix}") for f, t in names.items()}
 
 
 def output_names(files: list[tuple[Path, Path]], out_dir: Path) -> dict[Path, Path]:

@@ -8,11 +8,16 @@ never share a batch and never see each other's results. Every bad request gets a
     413  body or image larger than ``max_bytes``
     415  not an image (unknown format)
     400  image cannot be decoded, more pixels than ``max_pixels`` (decompression bomb), empty
-    422  unknown or missing direction, missing ``image`` field
+    422  unknown or missing direction, missing ``image`` field; a seed or style image for a UNIT model
 
 Scale: as ``unitgan translate``, an image is translated at the scale the model was trained at (the shorter
 side at ``data.load_size``; native if that is 0), or at native resolution with ``native``; the answer is
 resized back to the input's size, so the page shows input and translation side by side at one size.
+
+Styles (MUNIT models; ``/info`` says ``multimodal``): ``seed`` picks the style drawn from N(0, I) (style 0 of
+``draw_styles(1, seed)``, seed 0 by default; the page's "another style" sends a new one), and a
+``style_image`` of the target domain gives its own style instead (example-guided). UNIT is unimodal and
+refuses both with 422.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 
 from unitgan import __version__
 from unitgan.data.io import tensor_to_pil, to_mode
-from unitgan.inference import BaseTranslator
+from unitgan.inference import UNIMODAL_MESSAGE, BaseTranslator
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +165,8 @@ def create_app(
         "max_bytes": max_bytes,
         "max_pixels": max_pixels,
         "engine": translator.engine,
+        "multimodal": translator.multimodal,
+        "style_dim": translator.style_dim,
         "unitgan_version": __version__,
     }
 
@@ -172,7 +179,8 @@ def create_app(
         ),
     )
     too_large = f"upload is larger than the limit of {max_bytes} bytes"
-    app.add_middleware(BodyLimit, limit=max_bytes + FORM_OVERHEAD, message=too_large)
+    uploads = 2 if translator.multimodal else 1  # the image, and a style image for a MUNIT model
+    app.add_middleware(BodyLimit, limit=uploads * max_bytes + FORM_OVERHEAD, message=too_large)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -204,7 +212,7 @@ def create_app(
             400: {"description": "undecodable, empty, or too many pixels (decompression bomb)"},
             413: {"description": "larger than max_bytes"},
             415: {"description": "not an image"},
-            422: {"description": "unknown or missing direction, or no image field"},
+            422: {"description": "unknown or missing direction, no image field, or a style for a UNIT model"},
         },
     )
     def translate(
@@ -213,29 +221,51 @@ def create_app(
         direction_query: Annotated[
             str | None, Query(alias="direction", description="the direction, if not sent as a form field")
         ] = None,
+        seed: Annotated[
+            int | None,
+            Form(ge=0, lt=2**63, description="MUNIT: the seed of the random style (default 0); see GET /info"),
+        ] = None,
+        style_image: Annotated[
+            UploadFile | None, File(description="MUNIT: an image of the TARGET domain whose style is used")
+        ] = None,
     ) -> Response:
         chosen = _choose_direction(direction, direction_query, directions)
-        data = image.file.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise HTTPException(413, too_large)
-        try:
-            img = decode_upload(data, translator.channels(chosen[0]), max_pixels)
-        except BadImage as e:
-            raise HTTPException(e.status, str(e)) from None
+        if (seed is not None or style_image is not None) and not translator.multimodal:
+            raise HTTPException(422, UNIMODAL_MESSAGE)
+        if seed is not None and style_image is not None:
+            raise HTTPException(422, "give a seed or a style image, not both")
+        img = _read_image(image, translator.channels(chosen[0]))
         x = translator.prepare(img, native=native).unsqueeze(0)  # [1, C_src, H', W'] at the translation scale
+        ref = None
+        if style_image is not None:
+            ref = translator.prepare(_read_image(style_image, translator.channels(chosen[2])), native=native)
         with lock:
-            y = translator.translate(x, chosen)[0]  # [C_dst, H', W']
+            if ref is not None:
+                y = translator.translate(x, chosen, translator.style_of(ref.unsqueeze(0), chosen[2]))[0]
+            elif translator.multimodal:
+                y = translator.translate(x, chosen, translator.draw_styles(1, seed or 0))[0]
+            else:
+                y = translator.translate(x, chosen)[0]  # [C_dst, H', W']
         if tuple(y.shape[-2:]) != (img.height, img.width):
             y = TF.resize(y, [img.height, img.width], antialias=True)  # [C_dst, H, W], the input's size
         buf = io.BytesIO()
         tensor_to_pil(y).save(buf, format="PNG")
         name = f"{safe_stem(image.filename)}_{chosen}.png"
         log.debug("translated %s %dx%d %s", image.filename, img.width, img.height, chosen)
-        return Response(
-            buf.getvalue(),
-            media_type="image/png",
-            headers={"Content-Disposition": f'inline; filename="{name}"', "X-Unitgan-Direction": chosen},
-        )
+        headers = {"Content-Disposition": f'inline; filename="{name}"', "X-Unitgan-Direction": chosen}
+        if translator.multimodal:
+            headers["X-Unitgan-Style"] = "image" if ref is not None else f"seed {seed or 0}"
+        return Response(buf.getvalue(), media_type="image/png", headers=headers)
+
+    def _read_image(upload: UploadFile, channels: int) -> Image.Image:
+        """An uploaded file decoded with the app's limits (413 over ``max_bytes``, 4xx when undecodable)."""
+        data = upload.file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, too_large)
+        try:
+            return decode_upload(data, channels, max_pixels)
+        except BadImage as e:
+            raise HTTPException(e.status, str(e)) from None
 
     return app
 
