@@ -167,11 +167,12 @@ def authors_step(trainer, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, tor
 
 
 def _build_cfg(spec: dict):
-    from unitgan.config import load_config
+    from unitgan.config import load_config, load_yaml
 
     size, batch = spec["size"], spec["batch"]
     # UNIT-DA presets keep their labelled-array source (never read here: the batches are random tensors)
-    source = [] if load_config(spec["config"]).da.enabled else ["data.source=synthetic", "data.load_size=0"]
+    da = load_yaml(spec["config"]).get("da", {}).get("enabled", False)
+    source = [] if da else ["data.source=synthetic", "data.load_size=0"]
     overrides = [
         *source,
         f"data.crop_size={size}",
