@@ -21,6 +21,14 @@ Every row runs in a fresh subprocess, so its peak memory is its own. A row repor
 - ``peak_mib``: on CPU the peak resident set of the row's process (``VmHWM`` from /proc/self/status, which
   ``ru_maxrss`` agrees with), Python and torch included; on CUDA ``torch.cuda.max_memory_allocated``.
 
+- ``busy``: busy single-threaded processes (``while True: pass``) the script ran beside the row
+  (``--compete 0 1``: the loaded-machine row next to the plain one); the conv peak is measured without them;
+- ``OMP wait``: ``unitgan`` = ``OMP_WAIT_POLICY=PASSIVE``, what the ``unitgan`` command sets before torch
+  loads; ``spin`` = libgomp's default, where idle OpenMP threads busy-wait (``--omp-wait unitgan spin``).
+
+The default rows include the ``demo`` step (32x32, batch 4) and the UNIT-DA digits step
+(``da_mnist2mnistm``, 32x32, batch 32, random images and labels).
+
 ``--authors`` adds rows that EMULATE the authors' (master branch) iteration with this project's networks:
 D update first, re-running the generators with autograd on; real and fake judged in separate passes;
 G update with one decoder call per output and the discriminators' weight gradients computed too; fp32.
@@ -30,6 +38,7 @@ It is an emulation for comparing on this machine, not the authors' code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,7 +51,9 @@ from pathlib import Path
 
 import torch
 
-ROWS = ["unit_master:256:1", "unit_paper:256:1", "small:64:8"]
+from unitgan.openmp_env import set_openmp_defaults
+
+ROWS = ["unit_master:256:1", "unit_paper:256:1", "small:64:8", "demo:32:4", "da_mnist2mnistm:32:32"]
 QUICK_ROWS = ["small:16:2"]
 
 
@@ -105,12 +116,15 @@ def conv_peak(device: torch.device, precision: str, reps: int, budget_s: float =
     }
 
 
-def _batch(cfg, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(cfg, device: torch.device, seed: int) -> tuple[torch.Tensor, ...]:
+    """A training step's batch: ``(x_a, x_b)``, or ``(x_a, y_a, x_b)`` for UNIT-DA (random source labels)."""
     g = torch.Generator().manual_seed(seed)
     n, s, m = cfg.data.batch_size, cfg.data.crop_size, cfg.model
-    x_a = torch.rand(n, m.input_nc_a, s, s, generator=g) * 2 - 1
-    x_b = torch.rand(n, m.input_nc_b, s, s, generator=g) * 2 - 1
-    return x_a.to(device), x_b.to(device)
+    x_a = (torch.rand(n, m.input_nc_a, s, s, generator=g) * 2 - 1).to(device)
+    x_b = (torch.rand(n, m.input_nc_b, s, s, generator=g) * 2 - 1).to(device)
+    if cfg.da.enabled:
+        return x_a, torch.randint(0, cfg.da.n_classes, (n,), generator=g).to(device), x_b
+    return x_a, x_b
 
 
 def authors_step(trainer, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -153,12 +167,14 @@ def authors_step(trainer, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, tor
 
 
 def _build_cfg(spec: dict):
-    from unitgan.config import load_config
+    from unitgan.config import load_config, load_yaml
 
     size, batch = spec["size"], spec["batch"]
+    # UNIT-DA presets keep their labelled-array source (never read here: the batches are random tensors)
+    da = load_yaml(spec["config"]).get("da", {}).get("enabled", False)
+    source = [] if da else ["data.source=synthetic", "data.load_size=0"]
     overrides = [
-        "data.source=synthetic",
-        "data.load_size=0",
+        *source,
         f"data.crop_size={size}",
         f"data.batch_size={batch}",
         f"train.precision={spec['precision']}",
@@ -176,17 +192,15 @@ def count_flops(spec: dict) -> float:
     """FLOPs of one training step (fp32 eager: the count does not depend on precision or compilation)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from unitgan.train.trainer import UNITTrainer
+    from unitgan.train.registry import trainer_class
 
     # shapes only, no compute: the networks live on the meta device (the config itself names a real device)
     spec = {**spec, "precision": "fp32", "compile": False, "device": "cpu", "channels_last": False}
     cfg = _build_cfg(spec)
     device = torch.device("meta")
-    trainer = UNITTrainer(cfg, device)
-    n, s, m = cfg.data.batch_size, cfg.data.crop_size, cfg.model
-    x_a = torch.empty(n, m.input_nc_a, s, s, device=device)
-    x_b = torch.empty(n, m.input_nc_b, s, s, device=device)
-    step = (lambda: authors_step(trainer, x_a, x_b)) if spec["authors"] else (lambda: trainer.train_step(x_a, x_b))
+    trainer = trainer_class(cfg)(cfg, device)
+    batch = tuple(x.to(device) for x in _batch(cfg, torch.device("cpu"), 0))
+    step = (lambda: authors_step(trainer, *batch)) if spec["authors"] else (lambda: trainer.train_step(*batch))
     with FlopCounterMode(display=False) as counter:
         step()
     return float(counter.get_total_flops())
@@ -195,16 +209,16 @@ def count_flops(spec: dict) -> float:
 def run_row(spec: dict) -> dict:
     from unitgan.inference import Translator
     from unitgan.runtime import configure_backends
-    from unitgan.train.trainer import UNITTrainer
+    from unitgan.train.registry import trainer_class
 
     device = torch.device(spec["device"])
     start_mib = _peak_memory_mib(device)["peak_mib"] if device.type == "cpu" else 0.0  # torch + unitgan loaded
     cfg = _build_cfg(spec)
     configure_backends(device, cfg.train.deterministic)
     torch.manual_seed(0)
-    trainer = UNITTrainer(cfg, device)
-    x_a, x_b = _batch(cfg, device, 1)
-    step = (lambda: authors_step(trainer, x_a, x_b)) if spec["authors"] else (lambda: trainer.train_step(x_a, x_b))
+    trainer = trainer_class(cfg)(cfg, device)
+    batch = _batch(cfg, device, 1)
+    step = (lambda: authors_step(trainer, *batch)) if spec["authors"] else (lambda: trainer.train_step(*batch))
     times, cpu_times = [], []
     t_first = None
     for i in range(spec["warmup"] + spec["steps"]):
@@ -266,8 +280,8 @@ def _child(args: argparse.Namespace) -> None:
 # The parent: one subprocess per measurement, a table at the end
 
 
-def _spawn(spec: dict, timeout: float) -> dict:
-    env = dict(os.environ)
+def _spawn(spec: dict, timeout: float, env: dict[str, str]) -> dict:
+    env = dict(env)
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
@@ -280,6 +294,31 @@ def _spawn(spec: dict, timeout: float) -> dict:
             return json.loads(line[7:])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
+
+
+@contextlib.contextmanager
+def competing(n: int):
+    """``n`` busy single-threaded processes (``while True: pass``) running while the block runs: the
+    loaded-machine rows (another user's job on the same cores)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def child_env(wait: str) -> dict[str, str]:
+    """The rows' environment: ``unitgan`` = the OpenMP wait policy the CLI sets (PASSIVE unless the user set
+    one); ``spin`` = libgomp's own default (idle threads spin before sleeping)."""
+    env = dict(os.environ)
+    if wait == "spin":
+        env.pop("OMP_WAIT_POLICY", None)
+        env.pop("GOMP_SPINCOUNT", None)
+    else:
+        set_openmp_defaults(env)
+    return env
 
 
 def machine_description(device: torch.device) -> str:
@@ -326,6 +365,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--translate-reps", type=int, default=3)
     p.add_argument("--peak-reps", type=int, default=5)
     p.add_argument("--timeout", type=float, default=3600, help="seconds per row before it is abandoned")
+    p.add_argument("--compete", type=int, nargs="+", default=[0],
+                   help="busy single-threaded processes beside a row; several values: each row once per value")  # fmt: skip
+    p.add_argument("--omp-wait", nargs="+", choices=["unitgan", "spin"], default=["unitgan"],
+                   help="unitgan: OMP_WAIT_POLICY=PASSIVE as the CLI sets it; spin: libgomp's default (idle "
+                   "threads spin); several values: each row once per value")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="tiny networks and sizes: check that the script works")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -346,7 +390,8 @@ def main(argv: list[str] | None = None) -> None:
 
     peaks = {}
     for prec in args.precisions:
-        peaks[prec] = _spawn({**base, "job": "peak", "precision": prec, "reps": args.peak_reps}, args.timeout)
+        spec = {**base, "job": "peak", "precision": prec, "reps": args.peak_reps}
+        peaks[prec] = _spawn(spec, args.timeout, child_env(args.omp_wait[0]))
         pk = peaks[prec]
         print(f"# conv peak {prec}: " + (pk.get("error") or f"{pk['peak_gflops']:.1f} GFLOP/s "
               f"(NCHW {pk['peak_nchw_gflops']:.1f}, NHWC {pk['peak_nhwc_gflops']:.1f}); "
@@ -371,11 +416,13 @@ def main(argv: list[str] | None = None) -> None:
                 for cl in layouts(prec):
                     jobs.append({**r, "precision": prec, "compile": mode == "compiled", "channels_last": cl,
                                  "authors": False, "overrides": args.set})  # fmt: skip
+    # the loaded-machine and wait-policy variants of every row, next to each other
+    jobs = [{**j, "compete": c, "omp_wait": w} for j in jobs for c in args.compete for w in args.omp_wait]
     flops: dict[tuple, float] = {}
     header = (
         f"| {'config':<12}| {'size':>4} | {'batch':>5} | {'step':<24}| {'prec':<4} | {'mode':<8} | {'NHWC':<4} "
         f"| {'s/step':>7} | {'CPU s':>7} | {'img/s':>6} | {'transl. img/s':>13} | {'GFLOP/step':>10} | {'util':>5} | {'util CPU':>8} "
-        f"| {'peak MiB':>8} | {'start MiB':>9} | {'load avg':<14} |"
+        f"| {'peak MiB':>8} | {'start MiB':>9} | {'busy':>4} | {'OMP wait':<8} | {'load avg':<14} |"
     )
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
@@ -383,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     for job in jobs:
         key = (job["config"], job["size"], job["batch"], job["authors"])
         if key not in flops:
-            fl = _spawn({**base, **job, "job": "flops"}, args.timeout)
+            fl = _spawn({**base, **job, "job": "flops"}, args.timeout, dict(os.environ))
             if "error" in fl:
                 print(f"# FLOP count failed for {key}: {fl['error']}", file=sys.stderr, flush=True)
             flops[key] = fl.get("flop", float("nan"))
@@ -397,7 +444,8 @@ def main(argv: list[str] | None = None) -> None:
             "translate_reps": args.translate_reps,
         }
         load_before = _load()
-        res = _spawn(spec, args.timeout)
+        with competing(job["compete"]):
+            res = _spawn(spec, args.timeout, child_env(job["omp_wait"]))
         res.update(job, flop=flops[key], load=load_before)
         results.append(res)
         step_kind = "authors' step (emulated)" if job["authors"] else "unitgan"
@@ -416,7 +464,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             lead + f"| {res['step_s']:>7.2f} | {res['cpu_s']:>7.2f} | {res['img_s']:>6.2f} | {res['tr_img_s']:>13.2f} "
             f"| {res['flop'] / 1e9:>10.1f} | {util:>5.0%} | {res['util_cpu']:>8.0%} | {res['peak_mib']:>8.0f} | {res['start_mib']:>9.0f} "
-            f"| {load_before:<14} |" + ("" if res["finite"] else " NON-FINITE LOSS"),
+            f"| {job['compete']:>4} | {job['omp_wait']:<8} | {load_before:<14} |"
+            + ("" if res["finite"] else " NON-FINITE LOSS"),
             flush=True,
         )
     if args.json:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from unitgan import __version__
 from unitgan.errors import UnitganError
+from unitgan.openmp_env import set_openmp_defaults
 
 
 def _add_train(sub) -> None:
@@ -347,6 +348,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_openmp_defaults()  # before anything imports torch: idle OpenMP threads sleep, not spin (busy machines)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options (``train CONFIG --no-progress a=1``): collect them
