@@ -108,6 +108,8 @@ class BaseTranslator:
         device: where inputs go before the model runs.
         scale: the training scale (see :func:`training_scale`).
         engine: ``'torch'`` or ``'onnx'``.
+        fixed_size: the one square size the raw model takes (0 = any size, padded): other sizes are resized
+            to it (bilinear) and the output back to the input's size (e.g. ``CoVAE32x32``: 32).
     """
 
     def __init__(
@@ -118,8 +120,10 @@ class BaseTranslator:
         device: torch.device,
         scale: int,
         engine: str,
+        fixed_size: int = 0,
     ):
         self.cfg = cfg
+        self.fixed_size = fixed_size
         self.size_multiple = size_multiple
         self.directions = directions
         self.device = device
@@ -135,7 +139,8 @@ class BaseTranslator:
 
     @torch.inference_mode()
     def translate(self, x: torch.Tensor, direction: str) -> torch.Tensor:
-        """[N, C_src, H, W] -> [N, C_dst, H, W] float32; any H, W (padded by :func:`pad_for_model`, cropped back)."""
+        """[N, C_src, H, W] -> [N, C_dst, H, W] float32; any H, W (padded by :func:`pad_for_model`, cropped back;
+        or resized to ``fixed_size`` and back)."""
         check_direction(direction)
         if direction not in self.directions:
             raise UnitganError(f"direction '{direction}' is not in this export (it has {', '.join(self.directions)})")
@@ -143,7 +148,12 @@ class BaseTranslator:
         if x.ndim != 4 or x.shape[1] != self.channels(src):
             raise UnitganError(f"input must be [N, {self.channels(src)}, H, W] for {direction}, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        y = self.run(pad_for_model(x.to(self.device, torch.float32), self.size_multiple), direction)
+        x = x.to(self.device, torch.float32)
+        if self.fixed_size:  # the model takes one size: resize to it and back
+            size = (self.fixed_size, self.fixed_size)
+            y = self.run(F.interpolate(x, size, mode="bilinear", antialias=True) if (h, w) != size else x, direction)
+            return (F.interpolate(y.float(), (h, w), mode="bilinear", antialias=True) if (h, w) != size else y).float()
+        y = self.run(pad_for_model(x, self.size_multiple), direction)
         return y[..., :h, :w].float()
 
     def prepare(self, img: Image.Image, size: int = 0, native: bool = False) -> torch.Tensor:
@@ -234,7 +244,8 @@ class Translator(BaseTranslator):
 
     def __init__(self, gen: UNITGenerator, cfg: Config, device: torch.device, precision: str = "fp32"):
         check_precision(device, precision)
-        super().__init__(cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch")
+        fixed_size = getattr(gen, "fixed_size", 0)  # CoVAE32x32 takes 32x32 only
+        super().__init__(cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch", fixed_size)
         self.gen = gen.to(device).eval()
         self.precision = precision
 
