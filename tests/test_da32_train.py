@@ -67,6 +67,8 @@ def test_covae32_da_config_picks_the_da32_trainer(tmp_path):
     assert trainer_class(cfg) is DA32Trainer
     with pytest.raises(UnitganError, match="train.update_order"):  # the authors' D-then-G order only
         _config(tmp_path, "train.update_order=simultaneous")
+    with pytest.raises(UnitganError, match="da.feat32_w"):
+        _config(tmp_path, "da.feat32_w=-1")
 
 
 def test_step_trains_both_networks_and_target_path(tmp_path):

@@ -16,8 +16,10 @@ and one discriminator update, as in plain UNIT, with two additions (the paper's 
 Target labels are never read during training; the run ends at ``train.steps`` (the last step is the one
 evaluated into ``da_results.json``, no checkpoint is chosen by target accuracy; ``da.eval_every`` adds a
 learning curve to ``metrics.jsonl``). It runs in the one training loop (``unitgan.train.loop``) as the
-trainer ``unit_da``: resume, signals, the non-finite guard and torchrun work as for UNIT. With ``da.source_only`` only the source path of the
-classifier (private_a + trunk + head) is trained, and target images are classified through that same path.
+trainer ``unit_da`` (its data, evaluation and checkpoint state are :class:`DABase`'s, shared with the
+authors'-networks trainer ``unitgan.train.da32``): resume, signals, the non-finite guard and torchrun work as
+for UNIT. With ``da.source_only`` only the source path of the classifier (private_a + trunk + head) is
+trained, and target images are classified through that same path.
 """
 
 from __future__ import annotations
