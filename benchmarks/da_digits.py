@@ -1,22 +1,23 @@
-"""Experiment 2, unsupervised domain adaptation on digits (the paper's protocol), on offline data.
+"""Experiment 2, unsupervised domain adaptation on digits (the paper's table), on offline data.
 
-For each pair, trains the source-only classifier (the same discriminator trunk and class head, source labels,
-no adaptation) and UNIT-DA, and reports the class head's accuracy on the target test set. Target labels are
-never used in training or to pick a step: the last step is evaluated.
+For each pair, trains the source-only classifier (the same discriminator first layer, trunk and class head,
+source labels only, no adaptation) and UNIT-DA, and reports the class head's accuracy on the target test
+set. Target labels are never used in training or to pick a step: the LAST step is evaluated.
 
-    mnist2mnistm   MNIST -> MNIST-M-style digits (built from MNIST and scikit-image photos if missing)
-    mnist2digits   MNIST -> scikit-learn's 8x8 digits (upsampled to 32x32)
+    mnist2usps     MNIST -> USPS (the paper: 95.97%), preset da_mnist2usps (CoVAE32x32 + CoDis32x32)
+    usps2mnist     USPS -> MNIST (the paper: 93.58%), preset da_usps2mnist (CoVAE32x32 + CoDis32x32)
+    mnist2mnistm   MNIST -> MNIST-M-style digits (built from MNIST and scikit-image photos if missing), reduced
+                   UNIT-DA design (preset da_mnist2mnistm)
+    mnist2digits   MNIST -> scikit-learn's 8x8 digits (upsampled to 32x32), reduced design (da_mnist2digits)
 
-The table in docs/results.md (presets: 9000 steps; source-only ran here, on the 2-core CPU, ~3 CPU min per
-run; UNIT-DA costs 5.5-5.7 CPU min per 1000 steps here, so its runs went to a lent H200, ~4 min each with
-three at once):
+The README table (the two paper pairs, 1 thread per run):
 
-    python benchmarks/da_digits.py --methods source-only --seeds 0 1 2 -- da.eval_every=1000
-    python benchmarks/da_digits.py --pairs mnist2mnistm --methods UNIT-DA --seeds 0 1 2 --jobs 3 -- da.eval_every=1000
-    python benchmarks/da_digits.py --pairs mnist2digits --methods UNIT-DA --seeds 0 1 2 -- train.steps=5000 da.eval_every=1000
+    python benchmarks/da_digits.py --seeds 0 1 2 --jobs 1
 
-``da.eval_every`` logs a learning curve (target and source test accuracy) into each run's metrics.jsonl; it
-is read, never used to choose a step. ``--jobs N`` runs N at once, each in its own process.
+prints, per pair: source-only; UNIT-DA mean ± std over the seeds; the paper's number; CPU minutes per run;
+how the step was chosen ("last step"). Each run's learning curve (target and source test accuracy every
+``da.eval_every`` steps, read only for the log) is in its run folder's metrics.jsonl and is written to
+``<out>/curves/<pair>_<method>_seed<k>.csv``. ``--jobs N`` runs N at once, each in its own process.
 
 Finished runs are kept in ``<out>/results.json``; rerunning the command skips them.
 """
@@ -48,16 +49,23 @@ from unitgan.config import load_config  # noqa: E402
 from unitgan.data.mnistm import build_mnistm  # noqa: E402
 from unitgan.train.loop import train  # noqa: E402
 
-PAIRS = {"mnist2mnistm": "da_mnist2mnistm", "mnist2digits": "da_mnist2digits"}
+PAIRS = {
+    "mnist2usps": "da_mnist2usps",
+    "usps2mnist": "da_usps2mnist",
+    "mnist2mnistm": "da_mnist2mnistm",
+    "mnist2digits": "da_mnist2digits",
+}
+PAPER = {"mnist2usps": "95.97", "usps2mnist": "93.58"}  # UNIT's target accuracy (%), Table 2 of the paper
+DEFAULT_PAIRS = ["mnist2usps", "usps2mnist"]
 METHODS = {"source-only": ["da.source_only=true"], "UNIT-DA": ["da.source_only=false"]}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    p.add_argument("--pairs", nargs="+", default=DEFAULT_PAIRS, choices=list(PAIRS))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--data", type=Path, default=DATA_DIR, help="folder with mnist.npz and sklearn_digits.npz")
+    p.add_argument("--data", type=Path, default=DATA_DIR, help="folder with mnist.npz, usps.npz, sklearn_digits.npz")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_da")
     p.add_argument("--mnistm-limit", type=int, default=0, help="digits per split of the built MNIST-M (0 = all)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -75,7 +83,10 @@ def pair_data(pair: str, args: argparse.Namespace) -> list[str]:
             print(f"building {target} from {mnist} ...", flush=True)
             build_mnistm(mnist, target, seed=0, limit=args.mnistm_limit)
         return [f"data.a={mnist}", f"data.b={target}"]
-    return [f"data.a={mnist}", f"data.b={args.data / 'sklearn_digits.npz'}"]
+    if pair == "mnist2digits":
+        return [f"data.a={mnist}", f"data.b={args.data / 'sklearn_digits.npz'}"]
+    usps = args.data / "usps.npz"
+    return [f"data.a={mnist}", f"data.b={usps}"] if pair == "mnist2usps" else [f"data.a={usps}", f"data.b={mnist}"]
 
 
 def run_one(pair: str, method: str, seed: int, args: argparse.Namespace) -> dict:
@@ -87,22 +98,36 @@ def run_one(pair: str, method: str, seed: int, args: argparse.Namespace) -> dict
     if result.interrupted:
         raise KeyboardInterrupt  # a stopped run is not a result; rerun the command to redo it
     r = json.loads((run_dir / "da_results.json").read_text())
+    write_curve(run_dir, args.out / "curves" / f"{run_dir.name}.csv")
     device = device_name(cfg.train.device)
     return {"target_acc": r["target_acc"], "source_acc": r["source_acc"], "steps": r["step"], "device": device, **t}
 
 
+def write_curve(run_dir: Path, out: Path) -> None:
+    """The run's learning curve (step, target_acc, source_acc from metrics.jsonl, plus the last step) as CSV."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    curve = {r["step"]: (r["target_acc"], r["source_acc"]) for r in rows if "target_acc" in r}
+    final = json.loads((run_dir / "da_results.json").read_text())
+    curve[final["step"]] = (final["target_acc"], final["source_acc"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["step,target_acc,source_acc", *(f"{k},{t:.4f},{s:.4f}" for k, (t, s) in sorted(curve.items()))]
+    out.write_text("\n".join(lines) + "\n")
+
+
 def table(results: dict, pairs: list[str]) -> str:
+    """The README columns: source-only; UNIT-DA mean ± std; the paper; CPU minutes per run; the step."""
     rows = []
     for pair in pairs:
+        runs = {m: [r for k, r in results.items() if k.rsplit("/", 1)[0] == f"{pair}/{m}"] for m in METHODS}
         cells = [pair]
-        steps, times = [], []
         for method in METHODS:
-            runs = [r for k, r in results.items() if k.rsplit("/", 1)[0] == f"{pair}/{method}"]
-            cells.append(fmt([r["target_acc"] for r in runs], 100, 1) + (f" ({len(runs)})" if runs else ""))
-            steps += [str(r["steps"]) for r in runs[:1]]
-            times.append(run_time(runs))
-        rows.append([*cells, " / ".join(steps), " / ".join(times)])
-    header = ["pair", "source-only (seeds)", "UNIT-DA (seeds)", "steps (SO / DA)", "time / run (SO / DA)"]
+            accs = [r["target_acc"] for r in runs[method]]
+            cells.append(fmt(accs, 100, 2) + (f" ({len(accs)} seeds)" if accs else ""))
+        steps = sorted({r["steps"] for m in METHODS for r in runs[m]})
+        time_cell = f"{run_time(runs['source-only'])} / {run_time(runs['UNIT-DA'])}"
+        step_cell = "last step (" + ", ".join(map(str, steps)) + ")" if steps else "last step"
+        rows.append([*cells, PAPER.get(pair, "-"), time_cell, step_cell])
+    header = ["pair", "source-only", "UNIT-DA (mean ± std)", "paper", "time per run (SO / DA)", "step chosen"]
     return markdown_table(header, rows)
 
 
@@ -130,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     run_all(todo, run_one, args, on_result)
-    text = "Target test accuracy (%), mean ± std over seeds, last step\n\n" + table(results, args.pairs)
+    text = (
+        "Target test accuracy (%), mean ± std over seeds, at the last step (target labels never used in training\n"
+        "or to choose a step)\n\n" + table(results, args.pairs)
+    )
     (args.out / "table.md").write_text(text + "\n")
     print(text)
     return 0

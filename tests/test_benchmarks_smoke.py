@@ -145,16 +145,21 @@ def test_da_digits_smoke(tmp_path, capsys):
     data.mkdir()
     _digits(data / "mnist.npz", 12, 28, split=True)
     _digits(data / "sklearn_digits.npz", 10, 8, split=False)
+    _digits(data / "usps.npz", 12, 16, split=True)
     bench = _script("da_digits")
     out = tmp_path / "da"
     tiny = ["train.steps=2", "train.log_every=1", "data.batch_size=4", "model.ch=4", "model.dis_ch=4", "model.n_res=1"]
-    assert bench.main(["--data", str(data), "--out", str(out), "--seeds", "0", "--", *tiny]) == 0
+    pairs = ["--pairs", "mnist2usps", "usps2mnist", "mnist2mnistm", "mnist2digits"]
+    assert bench.main(["--data", str(data), "--out", str(out), "--seeds", "0", *pairs, "--", *tiny]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert len(results) == 4  # two pairs x (source-only, UNIT-DA)
+    assert len(results) == 8  # four pairs x (source-only, UNIT-DA)
     assert all(0 <= r["target_acc"] <= 1 and r["cpu_s"] > 0 for r in results.values())
     assert (out / "data" / "mnistm.npz").is_file()
+    assert (out / "curves" / "mnist2usps_UNIT-DA_seed0.csv").read_text().startswith("step,target_acc,source_acc\n")
     text = capsys.readouterr().out
     assert "mnist2mnistm, UNIT-DA, seed 0" in text and "| mnist2digits |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| mnist2usps |"))
+    assert "| 95.97 |" in row and "CPU min" in row and "last step (2)" in row
 
 
 def test_make_mnistm_smoke(tmp_path):

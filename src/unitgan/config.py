@@ -183,6 +183,7 @@ class DAConfig:
     digit_box_a: float = 1.0  # domain A (1 = no padding)
     digit_box_b: float = 1.0  # domain B (1 = no padding)
     use_inversion: bool = False  # the target (B) training set gains intensity-inverted copies (authors' MNIST)
+    feat32_w: float = 1e-4  # covae32: weight of D's feature matching (per-image sum of squares; paper 1e-4)
 
 
 @dataclass
@@ -306,18 +307,20 @@ class Config:
                 f"must be >= 1 and < model.dis_n_layers ({m.dis_n_layers}), got {self.da.dis_n_private}",
             )
             _check(self.da.n_classes >= 2, "da.n_classes", f"must be >= 2, got {self.da.n_classes}")
+            _check(self.da.feat32_w >= 0, "da.feat32_w", f"must be >= 0, got {self.da.feat32_w}")
             _check(0 <= self.da.dropout < 1, "da.dropout", f"must be in [0, 1), got {self.da.dropout}")
             _check(
                 self.da.eval_every >= 0,
                 "da.eval_every",
                 f"must be >= 0 (0 = only at the end), got {self.da.eval_every}",
             )
+            order = "alternating" if m.arch == "covae32" else "simultaneous"  # covae32: the authors' D-then-G
             for key, value, only in [
-                ("train.update_order", t.update_order, "simultaneous"),
+                ("train.update_order", t.update_order, order),
                 ("train.precision", t.precision, "fp32"),
                 ("train.accumulate", t.accumulate, 1),
             ]:
-                _check(value == only, key, f"must be {only} with da.enabled (the UNIT-DA trainer), got {value}")
+                _check(value == only, key, f"must be {only} with da.enabled and model.arch={m.arch}, got {value}")
         mu = self.munit
         _check(1 <= d.synthetic_modes <= 6, "data.synthetic_modes", f"must be in 1..6, got {d.synthetic_modes}")
         _check(1 <= m.style_dim <= 1024, "model.style_dim", f"must be in 1..1024, got {m.style_dim}")

@@ -116,9 +116,10 @@ def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> Ev
         cfg.data.root = opts.data_root
     report = EvalReport(str(path), int(state.get("step", 0)))
     if cfg.da.enabled:
-        from unitgan.train.da import DATrainer, evaluate_da
+        from unitgan.train.da import evaluate_da
+        from unitgan.train.registry import trainer_class
 
-        trainer = DATrainer(cfg, torch.device(opts.device))
+        trainer = trainer_class(cfg)(cfg, torch.device(opts.device))  # DATrainer, or DA32Trainer (covae32)
         trainer.load_state(state, weights_only=True)
         report.results["domain_adaptation"] = evaluate_da(trainer, cfg)
         return report

@@ -116,6 +116,8 @@ class BaseTranslator:
         scale: the training scale (see :func:`training_scale`).
         engine: ``'torch'`` or ``'onnx'``.
         style_dim: length of the model's style code; 0 for a unimodal (UNIT) model.
+        fixed_size: the one square size the raw model takes (0 = any size, padded): other sizes are resized
+            to it (bilinear) and the output back to the input's size (e.g. ``CoVAE32x32``: 32).
     """
 
     def __init__(
@@ -127,9 +129,11 @@ class BaseTranslator:
         scale: int,
         engine: str,
         style_dim: int = 0,
+        fixed_size: int = 0,
     ):
         self.cfg = cfg
         self.style_dim = style_dim
+        self.fixed_size = fixed_size
         self.size_multiple = size_multiple
         self.directions = directions
         self.device = device
@@ -183,7 +187,8 @@ class BaseTranslator:
 
     @torch.inference_mode()
     def translate(self, x: torch.Tensor, direction: str, style: torch.Tensor | None = None) -> torch.Tensor:
-        """[N, C_src, H, W] -> [N, C_dst, H, W] float32; any H, W (padded by :func:`pad_for_model`, cropped back).
+        """[N, C_src, H, W] -> [N, C_dst, H, W] float32; any H, W (padded by :func:`pad_for_model`, cropped back;
+        or resized to ``fixed_size`` and back).
 
         ``style``: a multimodal model's style code(s) of the target domain, [N or 1, style_dim]; None draws
         ``draw_styles(N, seed=0)``. A unimodal model refuses a style."""
@@ -195,8 +200,16 @@ class BaseTranslator:
             raise UnitganError(f"input must be [N, {self.channels(src)}, H, W] for {direction}, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         style = self.check_style(style, x.shape[0])
-        padded = pad_for_model(x.to(self.device, torch.float32), self.size_multiple)
-        y = self.run(padded, direction) if style is None else self.run(padded, direction, style)
+        x = x.to(self.device, torch.float32)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return self.run(x, direction) if style is None else self.run(x, direction, style)
+
+        if self.fixed_size:  # the model takes one size: resize to it and back
+            size = (self.fixed_size, self.fixed_size)
+            y = run(F.interpolate(x, size, mode="bilinear", antialias=True) if (h, w) != size else x)
+            return (F.interpolate(y.float(), (h, w), mode="bilinear", antialias=True) if (h, w) != size else y).float()
+        y = run(pad_for_model(x, self.size_multiple))
         return y[..., :h, :w].float()
 
     def prepare(self, img: Image.Image, size: int = 0, native: bool = False) -> torch.Tensor:
@@ -338,7 +351,10 @@ class Translator(BaseTranslator):
     def __init__(self, gen: UNITGenerator | MUNITGenerator, cfg: Config, device: torch.device, precision: str = "fp32"):
         check_precision(device, precision)
         style_dim = gen.style_dim if isinstance(gen, MUNITGenerator) else 0
-        super().__init__(cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch", style_dim)
+        fixed_size = getattr(gen, "fixed_size", 0)  # CoVAE32x32 takes 32x32 only
+        super().__init__(
+            cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch", style_dim, fixed_size
+        )
         self.gen = gen.to(device).eval()
         self.precision = precision
 

@@ -233,13 +233,15 @@ def da32_dis_loss(
     feat_ba: torch.Tensor,
     cls_logits_a: torch.Tensor,
     y_a: torch.Tensor,
+    feat_w: float = DA_FEAT_W,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Discriminator phase: real (x_a, x_b) logits -> real; the mean of the reconstruction and translation
     losses -> fake; class cross-entropy on SOURCE logits [N, n_classes] with labels y_a [N]; feature matching of
-    trunk features [N, 8d, 2, 2] of x_ab to x_aa and of x_ba to x_bb. Returns total and terms."""
+    trunk features [N, 8d, 2, 2] of x_ab to x_aa and of x_ba to x_bb, weight ``feat_w`` (the paper's
+    DA_FEAT_W by default). Returns total and terms."""
     gan_real = softmax_gan_loss(real_logits, True)
     gan_fake = 0.5 * (softmax_gan_loss(trans_logits, False) + softmax_gan_loss(recon_logits, False))
     cls = F.cross_entropy(cls_logits_a.float(), y_a)
     feat_a, feat_b = sum_squares_loss(feat_ab, feat_aa), sum_squares_loss(feat_ba, feat_bb)
-    total = DA_GAN_W * (gan_real + gan_fake) + DA_CLS_W * cls + DA_FEAT_W * (feat_a + feat_b)
+    total = DA_GAN_W * (gan_real + gan_fake) + DA_CLS_W * cls + feat_w * (feat_a + feat_b)
     return total, {"dis_gan_real": gan_real, "dis_gan_fake": gan_fake, "dis_cls": cls, "dis_feat": feat_a + feat_b}

@@ -109,6 +109,7 @@ class CoVAE32x32(nn.Module):
             conv_bn_lrelu(2 * c, c, 4, 2, 1, transpose=True), nn.Conv2d(c, input_nc_b, 1), nn.Tanh()
         )
         self.size_multiple = IMAGE_SIZE  # inputs must be exactly IMAGE_SIZE x IMAGE_SIZE
+        self.fixed_size = IMAGE_SIZE  # translators resize other sizes to it and back
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

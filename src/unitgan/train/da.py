@@ -16,8 +16,10 @@ and one discriminator update, as in plain UNIT, with two additions (the paper's 
 Target labels are never read during training; the run ends at ``train.steps`` (the last step is the one
 evaluated into ``da_results.json``, no checkpoint is chosen by target accuracy; ``da.eval_every`` adds a
 learning curve to ``metrics.jsonl``). It runs in the one training loop (``unitgan.train.loop``) as the
-trainer ``unit_da``: resume, signals, the non-finite guard and torchrun work as for UNIT. With ``da.source_only`` only the source path of the
-classifier (private_a + trunk + head) is trained, and target images are classified through that same path.
+trainer ``unit_da`` (its data, evaluation and checkpoint state are :class:`DABase`'s, shared with the
+authors'-networks trainer ``unitgan.train.da32``): resume, signals, the non-finite guard and torchrun work as
+for UNIT. With ``da.source_only`` only the source path of the classifier (private_a + trunk + head) is
+trained, and target images are classified through that same path.
 """
 
 from __future__ import annotations
@@ -45,22 +47,22 @@ from unitgan.train.distributed import average_gradients
 log = logging.getLogger(__name__)
 
 
-class DATrainer(nn.Module):
-    """``gen`` (the UNIT encoders/generators), ``dis`` (both discriminators with the shared trunk and the
-    class head), their Adam optimisers and step schedulers. Implements :class:`unitgan.train.base.Trainer`."""
+class DABase(nn.Module):
+    """What the DA trainers share (:class:`DATrainer`, ``unitgan.train.da32.DA32Trainer``): the data, the
+    evaluation hook, the optimiser step with the non-finite guard, and the checkpoint state. A subclass builds
+    ``gen``, ``dis`` (with ``classify(x, domain)``), ``opt_gen``, ``opt_dis``, ``sched_gen``, ``sched_dis``
+    (through :meth:`setup`) and implements ``train_step``. Implements :class:`unitgan.train.base.Trainer`."""
 
     state_keys = ("gen", "dis", "opt_gen", "opt_dis")
 
-    def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
-        """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
-        super().__init__()
+    def setup(self, cfg: Config, device: torch.device, ddp: bool, gen: nn.Module, dis: nn.Module) -> None:
+        """Keep the networks on ``device`` and build their Adam optimisers and step schedulers."""
         if cfg.da.source_only and cfg.model.input_nc_a != cfg.model.input_nc_b:
             raise UnitganError(
                 "config key 'da.source_only' needs model.input_nc_a == model.input_nc_b (one input path)"
             )
         self.cfg, self.device, self.ddp = cfg, device, ddp
-        self.gen = build_generator(cfg.model)
-        self.dis = DADiscriminator(cfg)
+        self.gen, self.dis = gen, dis
         self.to(device)
         o = cfg.optim
         self.opt_gen = build_adam(self.gen.parameters(), o.lr, cfg, device)
@@ -98,6 +100,73 @@ class DATrainer(nn.Module):
     def sample_rows(self, fixed: None) -> list[torch.Tensor]:
         return []  # the run is judged by its accuracy (da_results.json), not by image grids
 
+    def apply_update(self, losses: torch.Tensor, *pairs: tuple[torch.optim.Optimizer, nn.Module]) -> None:
+        """Average gradients over ranks (torchrun), then step each optimiser, unless the losses are not
+        finite and ``train.nonfinite=skip`` (one host sync)."""
+        self.last_skipped = self.skip_nonfinite and not bool(torch.isfinite(losses).all())
+        for opt, module in pairs:
+            if self.last_skipped:
+                opt.zero_grad(set_to_none=True)
+                continue
+            if self.ddp:
+                average_gradients(module)
+            opt.step()
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        """Class logits [N, K] in eval mode."""
+        was_training = self.training
+        self.eval()
+        out = self.dis.classify(x.to(self.device), domain)
+        self.train(was_training)
+        return out
+
+    def evaluate(self, step: int, run_dir: Path, final: bool) -> dict[str, float]:
+        """Target (and source) test accuracy; at the end of the run also into ``da_results.json``."""
+        results = evaluate_da(self, self.cfg, self._test_splits)
+        if final:
+            kind = "source-only classifier" if self.cfg.da.source_only else "UNIT-DA"
+            atomic_write_text(
+                run_dir / "da_results.json", json.dumps({"step": step, "kind": kind, **results}, indent=2)
+            )
+            log.info(
+                "%s: target accuracy %.4f, source accuracy %.4f", kind, results["target_acc"], results["source_acc"]
+            )
+        return {"target_acc": results["target_acc"], "source_acc": results["source_acc"]}
+
+    def learning_rate(self) -> float:
+        return self.opt_gen.param_groups[0]["lr"]
+
+    def weights_finite(self) -> bool:
+        return weights_finite(self)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "gen": self.gen.state_dict(),
+            "dis": self.dis.state_dict(),
+            "opt_gen": self.opt_gen.state_dict(),
+            "opt_dis": self.opt_dis.state_dict(),
+            "sched_gen": self.sched_gen.state_dict(),
+            "sched_dis": self.sched_dis.state_dict(),
+        }
+
+    def load_state(self, state: dict[str, Any], weights_only: bool = False) -> None:
+        self.gen.load_state_dict(state["gen"])
+        self.dis.load_state_dict(state["dis"])
+        if not weights_only:
+            for key in ("opt_gen", "opt_dis", "sched_gen", "sched_dis"):
+                getattr(self, key).load_state_dict(state[key])
+
+
+class DATrainer(DABase):
+    """``gen`` (the UNIT encoders/generators), ``dis`` (both discriminators with the shared trunk and the
+    class head), their Adam optimisers and step schedulers (the reduced UNIT-DA design)."""
+
+    def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
+        """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
+        super().__init__()
+        self.setup(cfg, device, ddp, build_generator(cfg.model), DADiscriminator(cfg))
+
     def train_step(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """One E/G update and one D update (only the classifier update when source-only). Both gradients are
         taken before either optimiser steps (the D pass reads only detached translations), so a non-finite
@@ -110,12 +179,12 @@ class DATrainer(nn.Module):
             loss = F.cross_entropy(self.dis.classify(x_a, "a"), y_a)
             loss.backward()
             stats = {"cls_a": loss.detach()}
-            self._update(loss.detach(), (self.opt_dis, self.dis))
+            self.apply_update(loss.detach(), (self.opt_dis, self.dis))
             self.sched_dis.step()
             return stats
         loss_g, terms, fake_a, fake_b, x_aa, x_bb = self._gen_backward(x_a, x_b)
         loss_d = self._dis_backward(x_a, y_a, x_b, fake_a, fake_b, x_aa, x_bb, terms)
-        self._update(torch.stack([loss_g, loss_d]), (self.opt_gen, self.gen), (self.opt_dis, self.dis))
+        self.apply_update(torch.stack([loss_g, loss_d]), (self.opt_gen, self.gen), (self.opt_dis, self.dis))
         self.sched_gen.step()
         self.sched_dis.step()
         return {"loss_g": loss_g, "loss_d": loss_d, **terms}
@@ -190,63 +259,6 @@ class DATrainer(nn.Module):
         terms.update({k: v.detach() for k, v in new.items()})
         return loss_d.detach()
 
-    def _update(self, losses: torch.Tensor, *pairs: tuple[torch.optim.Optimizer, nn.Module]) -> None:
-        """Average gradients over ranks (torchrun), then step each optimiser, unless the losses are not
-        finite and ``train.nonfinite=skip`` (one host sync)."""
-        self.last_skipped = self.skip_nonfinite and not bool(torch.isfinite(losses).all())
-        for opt, module in pairs:
-            if self.last_skipped:
-                opt.zero_grad(set_to_none=True)
-                continue
-            if self.ddp:
-                average_gradients(module)
-            opt.step()
-
-    @torch.no_grad()
-    def classify(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        """Class logits [N, K] in eval mode."""
-        was_training = self.training
-        self.eval()
-        out = self.dis.classify(x.to(self.device), domain)
-        self.train(was_training)
-        return out
-
-    def evaluate(self, step: int, run_dir: Path, final: bool) -> dict[str, float]:
-        """Target (and source) test accuracy; at the end of the run also into ``da_results.json``."""
-        results = evaluate_da(self, self.cfg, self._test_splits)
-        if final:
-            kind = "source-only classifier" if self.cfg.da.source_only else "UNIT-DA"
-            atomic_write_text(
-                run_dir / "da_results.json", json.dumps({"step": step, "kind": kind, **results}, indent=2)
-            )
-            log.info(
-                "%s: target accuracy %.4f, source accuracy %.4f", kind, results["target_acc"], results["source_acc"]
-            )
-        return {"target_acc": results["target_acc"], "source_acc": results["source_acc"]}
-
-    def learning_rate(self) -> float:
-        return self.opt_gen.param_groups[0]["lr"]
-
-    def weights_finite(self) -> bool:
-        return weights_finite(self)
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "gen": self.gen.state_dict(),
-            "dis": self.dis.state_dict(),
-            "opt_gen": self.opt_gen.state_dict(),
-            "opt_dis": self.opt_dis.state_dict(),
-            "sched_gen": self.sched_gen.state_dict(),
-            "sched_dis": self.sched_dis.state_dict(),
-        }
-
-    def load_state(self, state: dict[str, Any], weights_only: bool = False) -> None:
-        self.gen.load_state_dict(state["gen"])
-        self.dis.load_state_dict(state["dis"])
-        if not weights_only:
-            for key in ("opt_gen", "opt_dis", "sched_gen", "sched_dis"):
-                getattr(self, key).load_state_dict(state[key])
-
 
 def load_split(cfg: Config, domain: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """All images [N, C, S, S] and labels [N] of one domain's split (for evaluation)."""
@@ -258,7 +270,7 @@ def load_split(cfg: Config, domain: str, split: str) -> tuple[torch.Tensor, torc
 
 
 def evaluate_da(
-    trainer: DATrainer, cfg: Config, splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+    trainer: DABase, cfg: Config, splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 ) -> dict[str, float]:
     """Accuracy of the class head on the target test set (and on the source test set, for reference).
 

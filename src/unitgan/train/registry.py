@@ -5,17 +5,22 @@ from __future__ import annotations
 from unitgan.config import Config
 from unitgan.train.base import Trainer
 from unitgan.train.da import DATrainer
+from unitgan.train.da32 import DA32Trainer
 from unitgan.train.trainer import UNITTrainer
 
 TRAINERS: dict[str, type[Trainer]] = {
     "unit": UNITTrainer,  # model.arch=unit
-    "unit_da": DATrainer,  # da.enabled (UNIT-DA, or its source-only baseline)
+    "unit_da": DATrainer,  # da.enabled (UNIT-DA, or its source-only baseline), reduced design
+    "unit_da32": DA32Trainer,  # da.enabled with model.arch=covae32: the authors' digit DA networks
 }
 
 
 def trainer_name(cfg: Config) -> str:
-    """``unit_da`` when ``da.enabled``, else the network family ``model.arch``."""
-    return "unit_da" if cfg.da.enabled else cfg.model.arch
+    """``unit_da32`` when ``da.enabled`` with ``model.arch=covae32``, ``unit_da`` when ``da.enabled``, else the
+    network family ``model.arch``."""
+    if cfg.da.enabled:
+        return "unit_da32" if cfg.model.arch == "covae32" else "unit_da"
+    return cfg.model.arch
 
 
 def trainer_class(cfg: Config) -> type[Trainer]:

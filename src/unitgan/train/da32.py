@@ -1,0 +1,97 @@
+"""UNIT-DA with the authors' digit networks: ``CoVAE32x32`` + ``CoDis32x32`` (``model.arch=covae32``).
+
+One step is the authors' order (version_02 ``COCOGANDAContextTrainer``): a discriminator update, then a
+generator update on a new joint pass.
+
+- D update: the generator runs without gradients (train mode, sampled z) on (x_a, x_b) together; D judges
+  (x_a, x_b) real and the reconstructions (x_aa, x_bb) and translations (x_ba, x_ab) fake; its class head
+  learns from the source labels y_a (x_a through the source's private first layer); the trunk features of
+  x_ab are pulled to those of x_aa (same latent z_a) and x_ba's to x_bb's (:func:`unitgan.losses.da32_dis_loss`).
+- G update: a new joint pass; D (frozen) should call reconstructions and translations real; KL of the
+  learned-sd latent and reconstruction (:func:`unitgan.losses.da32_gen_loss`).
+
+Target images are classified through the target's private first D layer and the shared trunk
+(``classify(x_b, 'b')``); with ``da.source_only`` only the source path is trained (class loss on x_a) and target
+images are classified through it. Target labels are never read in training; the last step is the one
+reported (``da_results.json``). Data, evaluation, checkpoint state and the non-finite guard are
+:class:`unitgan.train.da.DABase`'s.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from unitgan.config import Config
+from unitgan.losses import DA_CLS_W, da32_dis_loss, da32_gen_loss
+from unitgan.models import build_generator
+from unitgan.models.da32 import CoDis32x32
+from unitgan.runtime import set_requires_grad
+from unitgan.train.da import DABase
+
+
+class DA32Trainer(DABase):
+    """``gen`` (CoVAE32x32, width ``model.ch``), ``dis`` (CoDis32x32, width ``model.dis_ch``), Adam for each."""
+
+    def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
+        """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
+        super().__init__()
+        m = cfg.model
+        dis = CoDis32x32(m.dis_ch, m.input_nc_a, m.input_nc_b, cfg.da.n_classes)
+        self.setup(cfg, device, ddp, build_generator(m), dis)
+
+    def train_step(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One D update, then one G update (only the source classifier's update when source-only).
+        x_a [N, nc_a, 32, 32], y_a [N], x_b [N, nc_b, 32, 32]."""
+        x_a, y_a, x_b = x_a.to(self.device), y_a.to(self.device), x_b.to(self.device)
+        self.train()
+        if self.cfg.da.source_only:
+            self.opt_dis.zero_grad(set_to_none=True)
+            cls = F.cross_entropy(self.dis.classify(x_a, "a"), y_a)
+            (DA_CLS_W * cls).backward()
+            self.apply_update(cls.detach(), (self.opt_dis, self.dis))
+            self.sched_dis.step()
+            return {"dis_cls": cls.detach()}
+        loss_d, terms_d = self.dis_update(x_a, y_a, x_b)
+        loss_g, terms_g = self.gen_update(x_a, x_b)
+        self.sched_dis.step()
+        self.sched_gen.step()
+        return {"loss_d": loss_d, "loss_g": loss_g, **terms_d, **terms_g}
+
+    def dis_update(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor):
+        """The discriminator phase; returns its loss and terms (detached)."""
+        self.opt_dis.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            out = self.gen.forward_pair(x_a, x_b)
+        real_logits, _, _ = self.dis(x_a, x_b)  # [2N, 2]
+        recon_logits, feat_aa, feat_bb = self.dis(out.x_aa, out.x_bb)
+        trans_logits, feat_ba, feat_ab = self.dis(out.x_ba, out.x_ab)  # x_ba is an A image, x_ab a B image
+        cls_logits_a = self.dis.classify(x_a, "a")  # [N, n_classes]
+        loss, terms = da32_dis_loss(
+            real_logits,
+            recon_logits,
+            trans_logits,
+            feat_aa,
+            feat_ab,
+            feat_bb,
+            feat_ba,
+            cls_logits_a,
+            y_a,
+            feat_w=self.cfg.da.feat32_w,
+        )
+        loss.backward()
+        self.apply_update(loss.detach(), (self.opt_dis, self.dis))
+        return loss.detach(), {k: v.detach() for k, v in terms.items()}
+
+    def gen_update(self, x_a: torch.Tensor, x_b: torch.Tensor):
+        """The generator phase against the just-updated, frozen discriminator; returns its loss and terms."""
+        self.opt_gen.zero_grad(set_to_none=True)
+        out = self.gen.forward_pair(x_a, x_b)
+        set_requires_grad(self.dis, False)
+        recon_logits, _, _ = self.dis(out.x_aa, out.x_bb)
+        trans_logits, _, _ = self.dis(out.x_ba, out.x_ab)
+        loss, terms = da32_gen_loss(recon_logits, trans_logits, out.mu, out.sd, x_a, out.x_aa, x_b, out.x_bb)
+        loss.backward()
+        set_requires_grad(self.dis, True)
+        self.apply_update(loss.detach(), (self.opt_gen, self.gen))
+        return loss.detach(), {k: v.detach() for k, v in terms.items()}

@@ -1,0 +1,155 @@
+"""The covae32 DA trainer (DA32Trainer): registry, steps, resume, evaluate and translate on its checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unitgan.config import load_config
+from unitgan.errors import UnitganError
+from unitgan.train.checkpoint import load_checkpoint
+from unitgan.train.da32 import DA32Trainer
+from unitgan.train.loop import train
+from unitgan.train.registry import trainer_class
+
+torch.set_num_threads(1)
+
+
+def _npz(path: Path, size: int, labels: bool, seed: int, n: int = 12) -> Path:
+    """Grey 'digits' with a bright band at a label-specific row band (learnable), 3 classes."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split in ("train", "test"):
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
+        for i, label in enumerate(y):
+            x[i, label * size // 3 : (label + 1) * size // 3] = 250
+        arrays[f"x_{split}"] = x
+        if labels or split == "test":
+            arrays[f"y_{split}"] = y
+    np.savez(path, **arrays)
+    return path
+
+
+def _config(tmp_path: Path, *extra: str):
+    a = _npz(tmp_path / "src.npz", 14, labels=True, seed=0)
+    b = _npz(tmp_path / "tgt.npz", 8, labels=False, seed=1)  # the target has no training labels at all
+    return load_config(
+        "da_mnist2usps",
+        [
+            f"data.a={a}",
+            f"data.b={b}",
+            f"train.out_dir={tmp_path / 'run'}",
+            "train.steps=3",
+            "train.ckpt_every=2",
+            "train.log_every=1",
+            "data.batch_size=4",
+            "model.ch=2",
+            "model.dis_ch=2",
+            "da.n_classes=3",
+            "da.eval_every=2",
+            *extra,
+        ],
+    )
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(path)
+    return {f"{s}.{k}": v for s in ("gen", "dis") for k, v in state[s].items()}
+
+
+def test_covae32_da_config_picks_the_da32_trainer(tmp_path):
+    cfg = _config(tmp_path)
+    assert trainer_class(cfg) is DA32Trainer
+    with pytest.raises(UnitganError, match="train.update_order"):  # the authors' D-then-G order only
+        _config(tmp_path, "train.update_order=simultaneous")
+    with pytest.raises(UnitganError, match="da.feat32_w"):
+        _config(tmp_path, "da.feat32_w=-1")
+
+
+def test_step_trains_both_networks_and_target_path(tmp_path):
+    cfg = _config(tmp_path)
+    trainer = DA32Trainer(cfg, torch.device("cpu"))
+    before = {k: v.clone() for k, v in trainer.state_dict().items()}
+    x_a, y_a, x_b = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0]), torch.rand(4, 1, 32, 32) * 2 - 1
+    terms = trainer.train_step(x_a, y_a, x_b)
+    assert {"loss_d", "loss_g", "dis_cls", "dis_feat", "gen_gan", "gen_kl"} <= set(terms)
+    assert all(torch.isfinite(v) for v in terms.values())
+    after = trainer.state_dict()
+    for key in ("gen.enc_a.0.weight", "gen.dec_b.1.weight", "dis.dis_b.0.weight", "dis.cls_head.weight"):
+        assert not torch.equal(before[key], after[key]), key  # the target's first D layer learns too
+
+
+def test_source_only_trains_only_the_source_classifier_path(tmp_path):
+    cfg = _config(tmp_path, "da.source_only=true")
+    trainer = DA32Trainer(cfg, torch.device("cpu"))
+    before = {k: v.clone() for k, v in trainer.state_dict().items()}
+    trainer.train_step(torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 2, 0]), torch.rand(4, 1, 32, 32))
+    after = trainer.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "dis.dis_a.0.weight" in changed and "dis.cls_head.weight" in changed
+    assert not any(k.startswith("gen.") or k.startswith("dis.dis_b") or "gan_head" in k for k in changed)
+    assert trainer.eval_domain == "a"  # target images are classified through the source path
+
+
+@pytest.mark.parametrize("source_only", [False, True])
+def test_resume_equals_uninterrupted_run(tmp_path, source_only):
+    flag = f"da.source_only={str(source_only).lower()}"
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "parts").mkdir()
+    whole = train(_config(tmp_path / "whole", "train.steps=4", flag), progress=False)
+    part = _config(tmp_path / "parts", "train.steps=2", flag)
+    assert train(part, progress=False).step == 2
+    part.train.steps = 4  # the same run, continued from the checkpoint of step 2
+    resumed = train(part, progress=False)
+    a, b = _weights(whole.checkpoint), _weights(resumed.checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume is not bit-exact"
+
+
+def test_results_file_and_learning_curve(tmp_path):
+    result = train(_config(tmp_path, "train.steps=5"), progress=False)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(r["step"] for r in rows if "target_acc" in r) == [2, 4]
+    final = json.loads((result.run_dir / "da_results.json").read_text())
+    assert final["step"] == 5 and final["kind"] == "UNIT-DA" and final["n_target_test"] == 12
+
+
+def test_evaluate_prints_target_and_source_accuracy(tmp_path, capsys):
+    from unitgan.cli import main
+
+    result = train(_config(tmp_path, "train.steps=1"), progress=False)
+    assert main(["evaluate", "--checkpoint", str(result.run_dir)]) == 0  # a run folder: its newest checkpoint
+    out = capsys.readouterr().out
+    assert "target_acc" in out and "source_acc" in out
+    saved = json.loads((result.run_dir / "da_results.json").read_text())
+    printed = float(out.split("target_acc")[1].split()[0])
+    assert printed == pytest.approx(saved["target_acc"], abs=1e-4)  # the same classifier, the same test set
+
+
+def test_translate_checkpoint_both_directions_any_size(tmp_path):
+    from PIL import Image
+
+    from unitgan.cli import main
+    from unitgan.inference import Translator
+
+    ckpt = train(_config(tmp_path, "train.steps=1"), progress=False).checkpoint
+    translator = Translator.from_checkpoint(ckpt, "cpu")
+    assert translator.fixed_size == 32
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    direct = translator.gen.translate(x, "a2b")
+    assert torch.allclose(translator.translate(x, "a2b"), direct)  # 32x32: no resize
+    for direction, size in (("a2b", (28, 28)), ("b2a", (16, 20))):
+        y = translator.translate(torch.rand(2, 1, *size) * 2 - 1, direction)
+        assert y.shape == (2, 1, *size) and torch.isfinite(y).all()
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(src / "digit.png")
+    for direction in ("a2b", "b2a"):
+        out = tmp_path / f"out_{direction}"
+        args = ["translate", str(src), "--checkpoint", str(ckpt), "--output", str(out), "--direction", direction]
+        assert main(args) == 0
+        assert Image.open(out / "digit.png").size == (16, 16)
