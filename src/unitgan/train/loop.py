@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from unitgan.budget import check_model_fits
 from unitgan.config import Config, save_config, with_defaults
 from unitgan.errors import UnitganError
 from unitgan.runtime import configure_backends
@@ -79,6 +80,8 @@ def run_locked(
     configure_backends(device, tc.deterministic)
 
     # -- the model, then the checkpoint it resumes from ---------------------------------------------------
+    memory = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    check_model_fits(cfg, "train", training=True, memory=memory)  # before anything is built
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also copies rank 0's)
     trainer = trainer_class(cfg)(cfg, device, ddp=dctx.enabled)
     if dctx.enabled:
@@ -293,7 +296,9 @@ def restore(trainer: Trainer, state: dict, cfg: Config) -> None:
     try:
         trainer.load_state(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+        detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))), "")
+        first = f"{lines[0]} {detail[:300]}".strip()  # "Error(s) in loading ..." names no key; the next line does
         raise UnitganError(f"checkpoint '{path}' does not match its config: {first}") from None
 
 
