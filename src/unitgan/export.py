@@ -45,7 +45,7 @@ from unitgan.inference import (
     training_scale,
 )
 from unitgan.models import UNITGenerator, build_generator
-from unitgan.runtime import atomic_write_text, resolve_device
+from unitgan.runtime import atomic_write, atomic_write_text, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -320,12 +320,13 @@ def _write_torchscript(module: nn.Module, path: Path) -> None:
 
 def _write_safetensors(gen: UNITGenerator, cfg: Config, directions: tuple[str, ...], out: Path) -> None:
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError:
         raise UnitganError("safetensors export needs the safetensors package: pip install 'unitgan[export]'") from None
     prefixes = _weight_prefixes(directions)
     weights = {k: v.detach().contiguous() for k, v in gen.state_dict().items() if k.startswith(prefixes)}
-    save_file(weights, str(out / SAFETENSORS_FILE), metadata={"directions": ",".join(directions)})
+    data = save(weights, metadata={"directions": ",".join(directions)})  # bytes: written with the umask's mode
+    atomic_write(out / SAFETENSORS_FILE, lambda f: f.write(data))
     atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
 
