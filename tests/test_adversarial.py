@@ -14,6 +14,8 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -425,3 +427,179 @@ def test_float_images_are_scaled_by_their_range_or_refused():
     assert np.asarray(to_mode(Image.fromarray(np.full((4, 4), 200.0, dtype=np.float32), "F"), 1)).max() == 200
     with pytest.raises(UnitganError, match=r"values in \[-3, 2\]"):
         to_mode(Image.fromarray(np.array([[-3.0, 2.0]], dtype=np.float32), "F"), 1)
+
+
+# -- UX: images, translate policies, checkpoints ------------------------------------------------------------
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from unitgan.data.io import load_image
+
+    img = Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8))  # 20 wide, 10 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    img.save(tmp_path / "photo.jpg", exif=exif)
+    assert load_image(tmp_path / "photo.jpg", 3).size == (10, 20)
+
+
+def test_translate_skip_existing_and_bad_image_policy_are_counted(ckpt, tmp_path, capsys):
+    from unitgan.cli import main
+
+    write_images(tmp_path / "in", 3, size=(12, 12))
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG not really")
+    base = ["translate", str(tmp_path / "in"), "--checkpoint", str(ckpt), "--direction", "b2a"]
+    out = ["--output", str(tmp_path / "o")]
+    assert_cli_error(capsys, [*base, *out], "broken.png")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+    assert main([*base, *out, "--bad-images", "skip"]) == 0
+    summary = capsys.readouterr().out
+    assert "translated 3 image(s)" in summary and "1 skipped (bad)" in summary
+    (tmp_path / "o" / "img_001.png").unlink()
+    before = (tmp_path / "o" / "img_000.png").read_bytes()
+    assert main([*base, *out, "--bad-images", "skip", "--skip-existing"]) == 0
+    summary = capsys.readouterr().out
+    assert "translated 1 image(s)" in summary and "2 skipped (existing)" in summary and "1 skipped (bad)" in summary
+    assert (tmp_path / "o" / "img_000.png").read_bytes() == before
+
+
+def test_two_inputs_writing_one_output_are_named(ckpt, tmp_path, capsys):
+    write_images(tmp_path / "x", 1, size=(12, 12))
+    write_images(tmp_path / "y", 1, size=(12, 12))
+    assert_cli_error(
+        capsys,
+        ["translate", tmp_path / "x" / "img_000.png", tmp_path / "y" / "img_000.png", "--checkpoint", ckpt]
+        + ["--direction", "b2a", "--output", tmp_path / "o"],
+        str(tmp_path / "x" / "img_000.png"),
+        str(tmp_path / "y" / "img_000.png"),
+    )
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, caplog):
+    from unitgan.cli import main
+
+    train(tiny_config(tmp_path / "run", **{"train.steps": 4, "train.ckpt_every": 2}), progress=False)
+    newest = list_checkpoints(tmp_path / "run")[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    write_images(tmp_path / "in", 1, size=(12, 12))
+    caplog.set_level("WARNING")
+    for cmd in (
+        ["translate", str(tmp_path / "in"), "--direction", "b2a", "--output", str(tmp_path / "o")],
+        ["export", "--output", str(tmp_path / "e")],
+    ):
+        assert main([cmd[0], "--checkpoint", str(tmp_path / "run"), *cmd[1:]]) == 0, capsys.readouterr()
+    assert "ckpt_000000002.pt, the newest checkpoint that loads" in caplog.text
+    assert json.loads((tmp_path / "e" / "export.json").read_text())["source"]["step"] == 2
+
+
+def test_mismatched_and_nan_checkpoints_name_the_tensor(ckpt, tmp_path, capsys):
+    state = torch.load(ckpt, weights_only=True)
+    key = next(k for k, v in state["gen"].items() if v.ndim == 4)
+    shape = tuple(state["gen"][key].shape)
+    wrong = dict(state, gen={**state["gen"], key: torch.zeros(2, *shape[1:])})
+    torch.save(wrong, tmp_path / "wrong.pt")
+    line = assert_cli_error(capsys, ["export", "--checkpoint", tmp_path / "wrong.pt", "--output", tmp_path / "e"], key)
+    assert str(shape) in line and str((2, *shape[1:])) in line
+    nan = dict(state, gen={**state["gen"], key: torch.full(shape, float("nan"))})
+    torch.save(nan, tmp_path / "nan.pt")
+    assert_cli_error(capsys, ["export", "--checkpoint", tmp_path / "nan.pt", "--output", tmp_path / "e"], key, "NaN")
+
+
+def test_resume_mismatch_names_the_key(tmp_path, capsys):
+    train(tiny_config(tmp_path, **{"train.steps": 2}), progress=False)
+    path = list_checkpoints(tmp_path)[-1]
+    state = torch.load(path, weights_only=True)
+    key = next(k for k, v in state["dis_a"].items() if v.ndim == 4)
+    state["dis_a"][key] = torch.zeros(1, 1, 1, 1)
+    torch.save(state, path)
+    assert_cli_error(capsys, ["train", "demo", *tiny_overrides(tmp_path, **{"train.steps": 4})], key, "size mismatch")
+
+
+# -- UX: the server ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_translator(ckpt):
+    from unitgan.inference import Translator
+
+    tr = Translator.from_checkpoint(ckpt, "cpu")
+    real = tr.run
+
+    def slow(x, direction):
+        time.sleep(1.0)
+        return real(x, direction)
+
+    tr.run = slow
+    return tr
+
+
+def test_health_does_not_queue_behind_model_calls(slow_translator):
+    import anyio
+    import httpx
+    from serve_support import png_bytes, random_image
+
+    from unitgan.serve import create_app, serve_in_thread
+
+    app = create_app(slow_translator)
+
+    async def two_worker_threads() -> None:  # a busy server: every worker thread waits for the model
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 2
+
+    app.router.on_startup.append(two_worker_threads)
+    image = png_bytes(random_image(16, 16, "L", seed=0))
+    with serve_in_thread(app) as url:
+        threads = [
+            threading.Thread(
+                target=lambda: httpx.post(
+                    f"{url}/translate", files={"image": ("x.png", image)}, data={"direction": "a2b"}, timeout=30
+                )
+            )
+            for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert httpx.get(f"{url}/health", timeout=30).json() == {"status": "ok"}
+        waited = time.monotonic() - t0
+        for t in threads:
+            t.join()
+    assert waited < 0.5, waited  # behind 3 model calls of 1 s each it would take seconds
+
+
+def test_host_guard_and_token(ckpt):
+    from fastapi.testclient import TestClient
+
+    from unitgan.inference import Translator
+    from unitgan.serve import create_app
+    from unitgan.serve.app import LOOPBACK_NAMES
+
+    tr = Translator.from_checkpoint(ckpt, "cpu")
+    with TestClient(create_app(tr, allowed_hosts=LOOPBACK_NAMES)) as c:
+        r = c.get("/info", headers={"Host": "evil.example:7860"})
+        assert r.status_code == 400 and "DNS rebinding" in r.json()["detail"]
+        assert c.get("/info", headers={"Host": "localhost:7860"}).status_code == 200
+        assert c.get("/info", headers={"Host": "[::1]:7860"}).status_code == 200
+    with TestClient(create_app(tr, token="s3cret")) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/info").status_code == 401 and c.get("/").status_code == 401
+        assert c.get("/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/info", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        page = c.get("/?token=s3cret")  # a browser: the page sets a cookie its own requests then carry
+        assert page.status_code == 200 and "unitgan_token" in page.headers["set-cookie"]
+        assert c.get("/info").status_code == 200
+
+
+def test_non_loopback_bind_needs_a_token_or_insecure(ckpt, capsys, monkeypatch):
+    import unitgan.serve
+    from unitgan.cli import main
+
+    calls = []
+    monkeypatch.setattr(unitgan.serve, "run", lambda app, host, port: calls.append(host))
+    monkeypatch.delenv("UNITGAN_TOKEN", raising=False)
+    assert_cli_error(capsys, ["serve", "--checkpoint", ckpt, "--host", "0.0.0.0"], "--token", "--insecure")
+    assert main(["serve", "--checkpoint", str(ckpt), "--host", "0.0.0.0", "--token", "t"]) == 0
+    assert main(["serve", "--checkpoint", str(ckpt), "--host", "0.0.0.0", "--insecure"]) == 0
+    assert calls == ["0.0.0.0", "0.0.0.0"]
