@@ -253,7 +253,8 @@ def test_translate_output_errors_are_one_line(ckpt, tmp_path, capsys, read_only_
 
 
 def test_export_into_a_read_only_folder_is_one_line(ckpt, capsys, read_only_dir):
-    assert_cli_error(capsys, ["export", "--checkpoint", ckpt, "--output", read_only_dir / "e"], "ro")
+    for out in (read_only_dir, read_only_dir / "e"):  # into the folder itself, and a new folder inside it
+        assert_cli_error(capsys, ["export", "--checkpoint", ckpt, "--output", out], "ro")
 
 
 def test_evaluate_prints_results_before_failing_to_write_them(ckpt, capsys, read_only_dir):
