@@ -29,6 +29,9 @@ MIN_PIXEL_LIMIT = 2**20  # never refuse a 1024 x 1024 image, however little memo
 SIZE_KEYS = ("ch", "n_down", "n_res", "n_shared", "dis_ch", "dis_n_layers", "dis_n_scales", "mlp_dim")
 TRAIN_ACTIVATION_FACTOR = 8  # a UNIT step: 6 generator paths + 2 discriminators, activations kept for backward
 TRAIN_PARAM_FACTOR = 4  # weights, gradients and Adam's two moments
+INFER_ACTIVATION_FACTOR = 4  # measured on a CPU: translate's peak RSS over its baseline is 4-6x the layer outputs
+#   (a ch=8 model at 400x460: 670 bytes of layer outputs per pixel, about 4 KB per pixel of RSS: oneDNN
+#   buffers, padding and dtype copies)
 
 
 def available_memory() -> int:
@@ -103,7 +106,7 @@ def model_footprint(model: ModelConfig) -> Footprint:
 
 def translate_bytes_per_pixel(model: ModelConfig) -> int:
     """Memory per input pixel while one image is decoded and translated."""
-    return DECODE_BYTES_PER_PIXEL + model_footprint(model).act_bytes_per_pixel
+    return DECODE_BYTES_PER_PIXEL + INFER_ACTIVATION_FACTOR * model_footprint(model).act_bytes_per_pixel
 
 
 def size_keys(cfg: Config, *extra: str) -> str:
