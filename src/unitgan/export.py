@@ -346,14 +346,24 @@ def _onnx_runner(path: Path, threads: int = 0) -> Runner:
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise UnitganError(f"ONNX model '{path}' cannot be loaded: {str(e).strip().splitlines()[0]}") from None
+        raise UnitganError(f"ONNX model '{path}' cannot be loaded: {_first_line(e)}") from None
     name_in = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(session.run(None, {name_in: arr})[0])
+        try:
+            return torch.from_numpy(session.run(None, {name_in: arr})[0])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; callers name the image
+            raise UnitganError(
+                f"ONNX model '{path.name}' failed on input {list(arr.shape)}: {_first_line(e)}"
+            ) from None
 
     return run
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _torchscript_runner(path: Path, device: torch.device) -> Runner:
@@ -362,7 +372,7 @@ def _torchscript_runner(path: Path, device: torch.device) -> Runner:
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
             module = torch.jit.load(str(path), map_location=device).eval()
     except Exception as e:  # noqa: BLE001 - any load failure means the same thing to the user
-        raise UnitganError(f"TorchScript model '{path}' cannot be loaded: {str(e).strip().splitlines()[0]}") from None
+        raise UnitganError(f"TorchScript model '{path}' cannot be loaded: {_first_line(e)}") from None
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
