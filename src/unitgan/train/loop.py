@@ -215,10 +215,12 @@ def run_locked(
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``<run_dir>/.lock`` for the life of a run, holding the owner's PID.
+    """An exclusive POSIX lock (``lockf``) on ``<run_dir>/.lock`` for the life of a run, holding the owner's PID.
 
     A second run in the same folder fails at once with one line naming the folder and that PID. The kernel
     drops the lock when the process ends in any way (kill -9 included), so a crashed run never leaves it stuck.
+    A POSIX lock, not ``flock``: it belongs to the process, so forked data-loader workers do not inherit it and
+    cannot keep it held after the run has ended.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -231,7 +233,7 @@ class RunLock:
         except OSError as e:
             raise UnitganError(f"run folder '{self.path.parent}' is not writable: {e.strerror or e}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
