@@ -190,8 +190,8 @@ def test_decompression_bomb_guard(tmp_path, monkeypatch):
     folder = tmp_path / "A"
     write_images(folder, 2, size=(20, 20))  # 400 pixels each
     big = folder / "img_001.png"
-    for limit in (300, 150):  # over the limit (PIL warns) and over twice the limit (PIL refuses)
-        monkeypatch.setattr(io_mod.Image, "MAX_IMAGE_PIXELS", limit)
+    for limit in (300, 150):  # the one pixel limit (unitgan.budget.pixel_limit), not Pillow's
+        monkeypatch.setattr(io_mod, "pixel_limit", lambda limit=limit: limit)
         with pytest.raises(UnitganError, match="img_000.png' is too large to decode safely"):
             ImageFolderDomain(folder, 3, crop_size=16)
         with pytest.raises(UnitganError, match="too large to decode safely"):

@@ -74,7 +74,7 @@ def test_rerun_of_a_finished_run_does_nothing(tmp_path):
     cfg = tiny_config(tmp_path)
     first = train(cfg, progress=False)
     again = train(cfg, progress=False)
-    assert again.step == first.step == cfg.train.steps and again.checkpoint is None
+    assert again.step == first.step == cfg.train.steps and again.checkpoint == first.checkpoint
 
 
 def test_checkpoints_keep_last_k_and_skip_partial_files(tmp_path):

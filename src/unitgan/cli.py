@@ -57,7 +57,17 @@ def _add_translate(sub) -> None:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    existing.add_argument(
+        "--skip-existing", action="store_true", help="keep output files already there and skip their inputs"
+    )
+    p.add_argument(
+        "--bad-images",
+        default="error",
+        choices=["error", "skip"],
+        help="an unreadable or oversized input: stop naming it (error), or skip it and count it (skip)",
+    )
     style = p.add_mutually_exclusive_group()
     style.add_argument(
         "--styles",
@@ -153,14 +163,23 @@ def _rank() -> int:
 
 def resolve_checkpoint(path: str) -> Path:
     """A checkpoint file, or a run folder (its newest checkpoint)."""
-    from unitgan.train.checkpoint import list_checkpoints
+    from unitgan.train.checkpoint import list_checkpoints, load_checkpoint
 
     p = Path(path).expanduser()
     if p.is_dir():
         found = list_checkpoints(p.parent if p.name == "checkpoints" else p)
         if not found:
             raise UnitganError(f"run folder '{p}' holds no checkpoints")
-        return found[-1]
+        for ckpt in reversed(found):  # a damaged newest file falls back to the previous one, as training does
+            try:
+                load_checkpoint(ckpt)
+            except UnitganError as e:
+                logging.getLogger("unitgan").warning("%s; trying an older one", e)
+                continue
+            if ckpt != found[-1]:
+                logging.getLogger("unitgan").warning("using %s, the newest checkpoint that loads", ckpt)
+            return ckpt
+        raise UnitganError(f"run folder '{p}' holds no checkpoint that loads ({len(found)} damaged)")
     if not p.exists():
         raise UnitganError(f"checkpoint '{p}' does not exist")
     return p
@@ -196,7 +215,7 @@ def cmd_translate(args) -> int:
     if args.batch_size < 1:
         raise UnitganError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.size < 0:
-        raise UnitganError(f"--size must be >= 0, got {args.size}")
+        raise UnitganError(f"--size must be >= 0 (0 = the training scale), got {args.size}")
     if args.styles < 0:
         raise UnitganError(f"--styles must be >= 0, got {args.styles}")
     if not 0 <= args.seed < 2**63:
@@ -215,9 +234,14 @@ def cmd_translate(args) -> int:
         styles=args.styles,
         style_image=args.style_image,
         seed=args.seed,
+        skip_existing=args.skip_existing,
+        bad_images=args.bad_images,
     )
+    skipped = translator.skipped
+    notes = [f"{n} skipped ({why})" for why, n in (("existing", skipped["existing"]), ("bad", skipped["bad"])) if n]
     per_input = f" ({args.styles} styles per input)" if args.styles else ""
-    print(f"translated {len(written)} image(s){per_input} {args.direction} into {args.output}")
+    summary = f"translated {len(written)} image(s){per_input} {args.direction} into {args.output}"
+    print(f"{summary}; {', '.join(notes)}" if notes else summary)
     return 0
 
 
@@ -276,7 +300,18 @@ def _add_serve(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--max-bytes", type=int, default=10 * 2**20, help="largest upload in bytes (default 10 MiB)")
-    p.add_argument("--max-pixels", type=int, default=2**20, help="most pixels per image (default 1024*1024)")
+    p.add_argument(
+        "--max-pixels", type=int, default=0, help="most pixels per image (0 = from the memory available and the model)"
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("UNITGAN_TOKEN", ""),
+        help="require this token (Authorization: Bearer TOKEN; a browser opens /?token=TOKEN); "
+        "default $UNITGAN_TOKEN; needed for a non-loopback --host",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without a token (anyone can use it)"
+    )
     p.add_argument("--device", default="auto", help="torch device (checkpoints, TorchScript, safetensors)")
     p.add_argument(
         "--native",
@@ -290,17 +325,33 @@ def cmd_serve(args) -> int:
     from unitgan.export import load_export
     from unitgan.inference import Translator
     from unitgan.serve import create_app, is_loopback, run
+    from unitgan.serve.app import LOOPBACK_NAMES
 
-    if args.max_bytes < 1 or args.max_pixels < 1:
-        raise UnitganError("--max-bytes and --max-pixels must be >= 1")
+    if args.max_bytes < 1 or args.max_pixels < 0:
+        raise UnitganError("--max-bytes must be >= 1 and --max-pixels >= 0")
+    if not 0 <= args.port <= 65535:
+        raise UnitganError(f"--port must be in 0..65535, got {args.port}")
     if args.checkpoint:
         translator = Translator.from_checkpoint(resolve_checkpoint(args.checkpoint), args.device)
     else:
         translator = load_export(args.export, device=args.device)
-    app = create_app(translator, max_bytes=args.max_bytes, max_pixels=args.max_pixels, native=args.native)
-    if not is_loopback(args.host):
+    loopback = is_loopback(args.host)
+    if not loopback and not args.token and not args.insecure:
+        raise UnitganError(
+            f"--host {args.host} is reachable from other machines: give --token TOKEN (or $UNITGAN_TOKEN), "
+            f"or --insecure to serve without authentication"
+        )
+    app = create_app(
+        translator,
+        max_bytes=args.max_bytes,
+        max_pixels=args.max_pixels,
+        native=args.native,
+        allowed_hosts=LOOPBACK_NAMES if loopback else None,
+        token=args.token or None,
+    )
+    if not loopback and not args.token:
         print(f"warning: serving on {args.host}: anyone who can reach it can use the model (no authentication)")
-    print(f"serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops")
+    print(f"serving on http://{args.host}:{args.port}/ (API schema at /openapi.json); Ctrl-C stops")
     run(app, args.host, args.port)
     return 0
 
@@ -309,6 +360,7 @@ def cmd_evaluate(args) -> int:
     import json
 
     from unitgan.evaluate import EvalOptions, evaluate_checkpoint
+    from unitgan.runtime import atomic_write_text
 
     if not 0 < args.threshold <= 1:
         raise UnitganError(f"--threshold must be in (0, 1], got {args.threshold}")
@@ -329,10 +381,15 @@ def cmd_evaluate(args) -> int:
         device=args.device,
     )
     report = evaluate_checkpoint(ckpt, opts)
+    print(report.table())  # first: a results file that cannot be written loses nothing
     out = Path(args.out) if args.out else ckpt.parent / "evaluation.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report.to_dict(), indent=2))
-    print(report.table())
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, json.dumps(report.to_dict(), indent=2))
+    except OSError as e:
+        raise UnitganError(
+            f"results file '{out}' cannot be written: {e.strerror or e} (the table above has them)"
+        ) from None
     print(f"wrote {out}")
     return 0
 
@@ -369,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no (read-only, full, a file where a folder should be): one line
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"error: cannot write or read{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

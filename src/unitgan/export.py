@@ -29,6 +29,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ import torch
 from torch import nn
 
 from unitgan import __version__
+from unitgan.budget import check_model_fits
 from unitgan.config import Config, config_from_dict
 from unitgan.errors import UnitganError
 from unitgan.inference import (
@@ -50,7 +53,7 @@ from unitgan.inference import (
     training_scale,
 )
 from unitgan.models import MUNITGenerator, UNITGenerator, build_generator
-from unitgan.runtime import atomic_write_text, resolve_device
+from unitgan.runtime import atomic_write, atomic_write_text, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +163,50 @@ def export_generator(
     if fmt not in FORMATS:
         raise UnitganError(f"export format '{fmt}' is not one of {', '.join(FORMATS)}")
     directions = resolve_directions(direction)
-    out = Path(output)
-    _prepare_output(out, overwrite)
+    final = Path(output)
+    _prepare_output(final, overwrite)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        out = final.parent / f".{final.name}.new-{uuid.uuid4().hex[:12]}"
+        out.mkdir()  # a plain mkdir: the folder gets the umask's permissions
+    except OSError as e:
+        raise UnitganError(f"export folder '{final}' cannot be created: {e.strerror or e}") from None
+    try:
+        _write_export(gen, cfg, out, directions, fmt, source, opset)
+        _swap_in(out, final)
+    except OSError as e:
+        raise UnitganError(f"export into '{final}' failed: {e.strerror or e} (any previous export is intact)") from None
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # gone already after a successful swap
+    return final / MANIFEST
+
+
+def _swap_in(new: Path, final: Path) -> None:
+    """Replace ``final`` by the complete folder ``new``: the old export is renamed away, ``new`` renamed in,
+    then the old one removed; a failure at any point leaves a usable export at ``final``."""
+    if not final.exists():
+        new.rename(final)
+        return
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+    final.rename(old)
+    try:
+        new.rename(final)
+    except OSError:
+        old.rename(final)  # put the previous export back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_export(
+    gen: UNITGenerator,
+    cfg: Config,
+    out: Path,
+    directions: tuple[str, ...],
+    fmt: str,
+    source: dict[str, Any] | None,
+    opset: int,
+) -> None:
+    """Write the files of an export and its manifest into the (new, empty) folder ``out``."""
     gen = copy.deepcopy(gen).to("cpu").eval()  # the caller's module keeps its device and mode
     if isinstance(gen, MUNITGenerator):
         return _export_munit(gen, cfg, out, directions, fmt, source, opset)
@@ -202,9 +247,7 @@ def export_generator(
         log.info("exported %s %s to %s (max abs difference to PyTorch %.1e)", d, fmt, out / files[d]["file"], diff)
 
     manifest = _manifest(cfg, fmt, directions, files, m, checks, check_hw, source, opset)
-    path = out / MANIFEST
-    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
-    return path
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def _export_munit(
@@ -290,8 +333,13 @@ def _export_munit(
 
 
 def _prepare_output(out: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, or a non-empty folder without ``overwrite`` or holding more than an
+    export (whose other files the swap would remove). Nothing is changed here."""
     if out.exists() and not out.is_dir():
         raise UnitganError(f"export output '{out}' is a file, not a folder")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UnitganError(f"export output '{out}' is under '{parent}', which is a file")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise UnitganError(f"export folder '{out}' is not empty (use --overwrite to replace an export there)")
@@ -301,17 +349,15 @@ def _prepare_output(out: Path, overwrite: bool) -> None:
         try:
             old_manifest = json.loads(old.read_text())
             old_entries = [*old_manifest["directions"].values(), *old_manifest.get("style_encoders", {}).values()]
-            old_files = {f["file"] for f in old_entries}
-        except (ValueError, KeyError, TypeError, AttributeError):
+            old_files = {Path(f["file"]).name for f in old_entries}
+        except (ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError):
             old_files = set()
-        for name in [MANIFEST, CONFIG_FILE, *sorted(old_files)]:
-            target = out / Path(name).name  # never outside the folder
-            if target.is_file():
-                target.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UnitganError(f"export folder '{out}' cannot be created: {e.strerror or e}") from None
+        extra = sorted(p.name for p in out.iterdir() if p.name not in {MANIFEST, CONFIG_FILE, *old_files})
+        if extra:
+            raise UnitganError(
+                f"export folder '{out}' holds '{extra[0]}', which is not part of its export; "
+                f"move it away or choose another folder (--overwrite replaces the whole folder)"
+            )
 
 
 def _manifest(
@@ -418,12 +464,13 @@ def _write_safetensors(
     gen: UNITGenerator | MUNITGenerator, cfg: Config, directions: tuple[str, ...], out: Path
 ) -> None:
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError:
         raise UnitganError("safetensors export needs the safetensors package: pip install 'unitgan[export]'") from None
     prefixes = _weight_prefixes(directions, isinstance(gen, MUNITGenerator))
     weights = {k: v.detach().contiguous() for k, v in gen.state_dict().items() if k.startswith(prefixes)}
-    save_file(weights, str(out / SAFETENSORS_FILE), metadata={"directions": ",".join(directions)})
+    data = save(weights, metadata={"directions": ",".join(directions)})  # bytes: written with the umask's mode
+    atomic_write(out / SAFETENSORS_FILE, lambda f: f.write(data))
     atomic_write_text(out / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
 
 
@@ -443,16 +490,25 @@ def _onnx_runner(path: Path, threads: int = 0) -> Runner | StyledRunner:
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise UnitganError(f"ONNX model '{path}' cannot be loaded: {str(e).strip().splitlines()[0]}") from None
+        raise UnitganError(f"ONNX model '{path}' cannot be loaded: {_first_line(e)}") from None
     names_in = [i.name for i in session.get_inputs()]  # x, then the style code for a MUNIT direction
 
     def run(*inputs: torch.Tensor) -> torch.Tensor:
         feed = {
             n: t.detach().to("cpu", torch.float32).contiguous().numpy() for n, t in zip(names_in, inputs, strict=True)
         }
-        return torch.from_numpy(session.run(None, feed)[0])
+        try:
+            return torch.from_numpy(session.run(None, feed)[0])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; callers name the image
+            shape = list(feed[names_in[0]].shape)
+            raise UnitganError(f"ONNX model '{path.name}' failed on input {shape}: {_first_line(e)}") from None
 
     return run
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _torchscript_runner(path: Path, device: torch.device) -> Runner | StyledRunner:
@@ -461,7 +517,7 @@ def _torchscript_runner(path: Path, device: torch.device) -> Runner | StyledRunn
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
             module = torch.jit.load(str(path), map_location=device).eval()
     except Exception as e:  # noqa: BLE001 - any load failure means the same thing to the user
-        raise UnitganError(f"TorchScript model '{path}' cannot be loaded: {str(e).strip().splitlines()[0]}") from None
+        raise UnitganError(f"TorchScript model '{path}' cannot be loaded: {_first_line(e)}") from None
 
     def run(*inputs: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -541,24 +597,20 @@ def is_export_dir(path: str | Path) -> bool:
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The parsed ``export.json`` of an export folder; raises UnitganError naming the folder."""
+    """The parsed and validated ``export.json`` of an export folder (:func:`validate_manifest`); raises
+    UnitganError naming the folder, or the file and the field."""
     folder = Path(path).expanduser()
     file = folder / MANIFEST
     if not file.is_file():
         raise UnitganError(f"'{folder}' is not a unitgan export folder (no {MANIFEST})")
     try:
         manifest = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        raise UnitganError(f"'{file}' cannot be read: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("unitgan_export") != MANIFEST_VERSION:
-        raise UnitganError(f"'{file}' is not a unitgan export manifest (version {MANIFEST_VERSION})")
-    if manifest.get("format") not in FORMATS or not isinstance(manifest.get("directions"), dict):
-        raise UnitganError(f"'{file}' names no known format or no directions")
-    bad = [d for d in manifest["directions"] if d not in DIRECTIONS]
-    if bad or not manifest["directions"]:
-        raise UnitganError(f"'{file}' lists unknown directions {bad}")
+    except (OSError, ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0]
+        raise UnitganError(f"'{file}' cannot be read: {reason}") from None
+    validate_manifest(manifest, file)
     for d, entry in manifest["directions"].items():
-        f = folder / Path(str(entry.get("file", ""))).name
+        f = folder / Path(entry["file"]).name
         if not f.is_file():
             raise UnitganError(f"export '{folder}' is missing {f.name} (direction {d})")
     for domain, entry in manifest.get("style_encoders", {}).items():
@@ -566,6 +618,55 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         if not f.is_file():
             raise UnitganError(f"export '{folder}' is missing {f.name} (style encoder of domain {domain})")
     return manifest
+
+
+def validate_manifest(manifest: Any, file: Path) -> None:
+    """Check every field of a manifest like a config: type, range, and agreement with its training config;
+    the first problem raises UnitganError naming the file and the field."""
+
+    def bad(field: str, message: str) -> UnitganError:
+        return UnitganError(f"'{file}': field '{field}' {message}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(manifest, dict) or manifest.get("unitgan_export") != MANIFEST_VERSION:
+        raise UnitganError(f"'{file}' is not a unitgan export manifest (version {MANIFEST_VERSION})")
+    if manifest.get("format") not in FORMATS:
+        raise bad("format", f"must be one of {', '.join(FORMATS)}, got {str(manifest.get('format'))[:40]!r}")
+    if not isinstance(manifest.get("config"), dict):
+        raise bad("config", "must be the training config (a mapping)")
+    try:
+        cfg = config_from_dict(manifest["config"])
+    except UnitganError as e:
+        raise bad("config", f"is not a valid config: {e}") from None
+    m = manifest.get("size_multiple")
+    if not is_int(m) or m < 1 or m & (m - 1):
+        raise bad("size_multiple", f"must be a positive power of two, got {str(m)[:40]!r}")
+    if m != 2**cfg.model.n_down:
+        raise bad("size_multiple", f"is {m}, but the config's model has 2**model.n_down = {2**cfg.model.n_down}")
+    scale = manifest.get("training_scale", 0)
+    if not is_int(scale) or scale < 0:
+        raise bad("training_scale", f"must be an integer >= 0, got {str(scale)[:40]!r}")
+    channels = {"a": cfg.model.input_nc_a, "b": cfg.model.input_nc_b}
+    if "channels" in manifest and manifest["channels"] != channels:
+        raise bad("channels", f"must be {channels} (the config's), got {str(manifest['channels'])[:60]}")
+    directions = manifest.get("directions")
+    if not isinstance(directions, dict) or not directions:
+        raise bad("directions", "must map a2b and/or b2a to their files")
+    for d, entry in directions.items():
+        if d not in DIRECTIONS:
+            raise bad("directions", f"lists an unknown direction {str(d)[:20]!r} (a2b, b2a)")
+        if not isinstance(entry, dict):
+            raise bad(f"directions.{d}", f"must be a mapping with a 'file', got {type(entry).__name__}")
+        if not isinstance(entry.get("file"), str) or not entry["file"]:
+            raise bad(f"directions.{d}.file", "must be a file name")
+        for key, want in (("in_channels", channels[d[0]]), ("out_channels", channels[d[2]])):
+            if key in entry and entry[key] != want:
+                raise bad(f"directions.{d}.{key}", f"must be {want} (the config's), got {str(entry[key])[:20]!r}")
+        for key in ("input", "output"):
+            if key in entry and not isinstance(entry[key], str):
+                raise bad(f"directions.{d}.{key}", "must be a tensor name (a string)")
 
 
 def load_export(path: str | Path, device: str = "cpu", threads: int = 0) -> ExportedTranslator:
@@ -578,10 +679,8 @@ def load_export(path: str | Path, device: str = "cpu", threads: int = 0) -> Expo
     """
     folder = Path(path).expanduser()
     manifest = read_manifest(folder)
-    try:
-        cfg = config_from_dict(manifest["config"])
-    except (UnitganError, KeyError) as e:
-        raise UnitganError(f"export '{folder}' holds an invalid config: {e}") from None
+    cfg = config_from_dict(manifest["config"])  # validated by read_manifest
+    check_model_fits(cfg, f"export '{folder}'")  # before anything is built
     fmt = manifest["format"]
     directions = tuple(d for d in DIRECTIONS if d in manifest["directions"])
     files = {d: folder / Path(manifest["directions"][d]["file"]).name for d in directions}

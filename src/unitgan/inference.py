@@ -31,13 +31,22 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import nn
 
+from unitgan.budget import check_model_fits, pixel_limit, translate_bytes_per_pixel
 from unitgan.config import Config, config_from_dict
-from unitgan.data.io import IMAGE_EXTENSIONS, list_images, load_image, pil_to_tensor, tensor_to_pil
+from unitgan.data.io import (
+    IMAGE_EXTENSIONS,
+    check_pixels,
+    image_size,
+    list_images,
+    load_image,
+    pil_to_tensor,
+    tensor_to_pil,
+)
 from unitgan.data.transforms import resize_shorter
 from unitgan.errors import UnitganError
 from unitgan.models import MUNITGenerator, UNITGenerator, build_generator
-from unitgan.runtime import autocast, check_precision, resolve_device
-from unitgan.train.checkpoint import load_checkpoint
+from unitgan.runtime import atomic_write, autocast, check_precision, resolve_device
+from unitgan.train.checkpoint import load_checkpoint, state_dict_problem
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +69,14 @@ def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Co
         cfg = config_from_dict(state["config"])
     except UnitganError as e:
         raise UnitganError(f"checkpoint '{path}' holds an invalid config: {e}") from None
+    check_model_fits(cfg, f"checkpoint '{path}'")  # before anything is built
     gen = build_generator(cfg.model)
-    try:
-        gen.load_state_dict(state["gen"])
-    except (RuntimeError, KeyError, TypeError, AttributeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise UnitganError(f"checkpoint '{path}' does not match its config: {first}") from None
+    problem = state_dict_problem(gen, state["gen"])
+    if problem and "NaN" in problem:
+        raise UnitganError(f"checkpoint '{path}' is refused: {problem} (it would translate to blank images)")
+    if problem:
+        raise UnitganError(f"checkpoint '{path}' does not match its config: {problem}")
+    gen.load_state_dict(state["gen"])
     return gen, cfg, state
 
 
@@ -139,6 +150,8 @@ class BaseTranslator:
         self.device = device
         self.scale = scale
         self.engine = engine
+        self.bytes_per_pixel: int | None = None  # memory per translated pixel, estimated when first needed
+        self.skipped = {"existing": 0, "bad": 0}  # inputs skipped by the last translate_files
 
     def channels(self, domain: str) -> int:
         return self.cfg.model.input_nc_a if domain == "a" else self.cfg.model.input_nc_b
@@ -222,6 +235,34 @@ class BaseTranslator:
         x = pil_to_tensor(img)
         return x if native else resize_shorter(x, self.scale)
 
+    def pixel_budget(self, batch_size: int) -> int:
+        """The most pixels one image may have at the scale it is translated at, ``batch_size`` at a time
+        (:func:`unitgan.budget.pixel_limit` with this model's memory per pixel)."""
+        if self.bytes_per_pixel is None:
+            self.bytes_per_pixel = translate_bytes_per_pixel(self.cfg.model)
+        return pixel_limit(self.bytes_per_pixel, batch_size)
+
+    def scaled_size(self, w: int, h: int, size: int = 0, native: bool = False) -> tuple[int, int]:
+        """(width, height) an image of ``w`` x ``h`` is translated at (:meth:`prepare`'s rule), from its header."""
+        if size:
+            return size, size
+        if native or not self.scale:
+            return w, h
+        short = min(w, h)
+        return max(1, round(w * self.scale / short)), max(1, round(h * self.scale / short))
+
+    def check_size(self, name: str, w: int, h: int, size: int, native: bool, batch_size: int) -> None:
+        """The one size rule of every engine, from the header, before anything is decoded or written."""
+        check_pixels(name, w, h)  # decoding
+        tw, th = self.scaled_size(w, h, size, native)
+        limit = self.pixel_budget(batch_size)
+        if tw * th > limit:
+            raise UnitganError(
+                f"image '{name}' would be translated at {tw}x{th} = {tw * th} pixels, more than this model's "
+                f"limit of {limit} at batch size {batch_size} (set from the memory available); use a smaller "
+                f"--size, the training scale, or a smaller --batch-size"
+            )
+
     def translate_files(
         self,
         inputs: Iterable[str | Path],
@@ -235,57 +276,106 @@ class BaseTranslator:
         styles: int = 0,
         style_image: str | Path | None = None,
         seed: int = 0,
+        skip_existing: bool = False,
+        bad_images: str = "error",
     ) -> list[Path]:
         """Translate image files (or folders, or globs) into ``output``, keeping file names (as PNG).
 
         Each image is translated at the scale of :meth:`prepare`; the output has that size, or the input's
         size with ``keep_size``. A multimodal model (see :meth:`output_styles`) writes ``name_style0.png`` ..
-        with ``styles`` K > 0, else one ``name.png`` per input.
+        with ``styles`` K > 0, else one ``name.png`` per input. Every header is checked (format, size) before
+        anything is written; images are then decoded and written as they go, at most ``batch_size`` held at a
+        time. ``skip_existing``: inputs whose outputs are all there already are skipped. ``bad_images='skip'``:
+        unreadable or oversized images are logged and skipped. The counts of both are in ``self.skipped``.
         """
         check_direction(direction)
         if size < 0:
             raise UnitganError(f"size must be >= 0, got {size}")
         if size and native:
             raise UnitganError("give a size or native resolution, not both")
+        if bad_images not in ("error", "skip"):
+            raise UnitganError(f"bad_images must be 'error' or 'skip', got '{bad_images}'")
+        if size and size * size > self.pixel_budget(batch_size):
+            raise UnitganError(
+                f"size {size} x {size} is more pixels than this model's limit of {self.pixel_budget(batch_size)} "
+                f"at batch size {batch_size} (set from the memory available)"
+            )
         inputs = list(inputs)
         pairs = expand_inputs(inputs)
         out_dir = Path(output)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UnitganError(f"output '{out_dir}' is a file, not a folder")
         for item in inputs:
             folder = Path(item).expanduser().resolve()
             if folder.is_dir() and (folder == out_dir.resolve() or folder in out_dir.resolve().parents):
                 raise UnitganError(f"output folder '{out_dir}' is inside input folder '{item}'; choose another")
         suffixes, style_codes = self.output_styles(direction, styles, style_image, seed, size, native)
         per_style = [styled_names(output_names(pairs, out_dir), suffix) for suffix in suffixes]
-        targets = {f: t for names in per_style for f, t in names.items()}  # the checks below look at every file
-        if len({t for names in per_style for t in names.values()}) != len(pairs) * len(suffixes):
-            raise UnitganError("two inputs would write the same output file name; translate them separately")
+        all_targets = [t for names in per_style for t in names.values()]
+        writers: dict[Path, Path] = {}
+        for names in per_style:  # with style suffixes, x.png's x_style0.png could be another input's name
+            for f, t in names.items():
+                if writers.setdefault(t, f) != f:
+                    raise UnitganError(
+                        f"inputs '{writers[t]}' and '{f}' would both write '{t}'; translate them separately"
+                    )
         files = [f for f, _ in pairs]
         resolved_out = out_dir.resolve()
         for f in files:
-            if resolved_out in f.resolve().parents or f.resolve() in targets.values():
+            if resolved_out in f.resolve().parents or f.resolve() in all_targets:
                 raise UnitganError(f"output folder '{out_dir}' holds input '{f}'; choose a folder outside the inputs")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not overwrite:
-            existing = [t for names in per_style for t in names.values() if t.exists()]
+        self.skipped = {"existing": 0, "bad": 0}
+        if skip_existing:
+            done = {f for f in files if all(names[f].exists() for names in per_style)}
+            self.skipped["existing"] = len(done)
+            files = [f for f in files if f not in done]
+        elif not overwrite:
+            existing = [t for t in all_targets if t.exists()]
             if existing:
-                raise UnitganError(f"output file '{existing[0]}' exists (use --overwrite to replace)")
+                raise UnitganError(
+                    f"output file '{existing[0]}' exists (use --overwrite to replace, or --skip-existing to keep)"
+                )
+        good = []
+        for path in files:  # headers only: a bad file stops the run before anything is written
+            try:
+                self.check_size(str(path), *image_size(path), size, native, batch_size)
+                good.append(path)
+            except UnitganError as e:
+                if bad_images == "error":
+                    raise
+                log.warning("skipping %s", e)
+                self.skipped["bad"] += 1
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UnitganError(f"output folder '{out_dir}' cannot be created: {e.strerror or e}") from None
         src = direction[0]
         groups: dict[tuple[int, ...], list[tuple[Path, torch.Tensor, tuple[int, int]]]] = defaultdict(list)
-        written = []
+        held = 0  # images decoded and not yet written, over all sizes
+        written: list[Path] = []
 
-        def flush(batch: list[tuple[Path, torch.Tensor, tuple[int, int]]]) -> None:
-            for names, style in zip(per_style, style_codes, strict=True):
-                written.extend(self.write_batch(batch, names, direction, keep_size, style))
+        def flush() -> None:
+            for batch in groups.values():
+                for names, style in zip(per_style, style_codes, strict=True):
+                    written.extend(self.write_batch(batch, names, direction, keep_size, style))
+            groups.clear()
 
-        for path in files:
-            img = load_image(path, self.channels(src))
+        for path in good:
+            try:
+                img = load_image(path, self.channels(src))
+            except UnitganError as e:
+                if bad_images == "error":
+                    raise
+                log.warning("skipping %s", e)
+                self.skipped["bad"] += 1
+                continue
             x = self.prepare(img, size, native)  # [C, H', W']
-            key = tuple(x.shape[1:])
-            groups[key].append((path, x, (img.height, img.width)))
-            if len(groups[key]) == batch_size:
-                flush(groups.pop(key))
-        for batch in groups.values():
-            flush(batch)
+            groups[tuple(x.shape[1:])].append((path, x, (img.height, img.width)))
+            held += 1
+            if held >= batch_size:  # same-size images batch together; memory stays at batch_size images
+                flush()
+                held = 0
+        flush()
         return written
 
     def output_styles(
@@ -333,14 +423,21 @@ class BaseTranslator:
     ) -> list[Path]:
         """Translate one batch of same-size images (path, [C, H, W], input (H, W)) and save each as PNG;
         ``style`` [1, style_dim] for a multimodal model (None: style 0 of seed 0)."""
-        y = self.translate(torch.stack([x for _, x, _ in batch]), direction, style)  # [N, C_dst, H', W']
+        try:
+            y = self.translate(torch.stack([x for _, x, _ in batch]), direction, style)  # [N, C_dst, H', W']
+        except UnitganError as e:
+            raise UnitganError(f"image '{batch[0][0]}' cannot be translated: {e}") from None
         out = []
         for (path, _, input_hw), img in zip(batch, y, strict=True):
             if keep_size and tuple(img.shape[-2:]) != input_hw:
                 img = TF.resize(img, list(input_hw), antialias=True)
             target = targets[path]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tensor_to_pil(img).save(target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                pil = tensor_to_pil(img)
+                atomic_write(target, lambda f, pil=pil: pil.save(f, format="PNG"), durable=False)
+            except OSError as e:
+                raise UnitganError(f"output file '{target}' cannot be written: {e.strerror or e}") from None
             out.append(target)
         return out
 
@@ -450,6 +547,11 @@ def styled_names(names: dict[Path, Path], suffix: str) -> dict[Path, Path]:
 def output_names(files: list[tuple[Path, Path]], out_dir: Path) -> dict[Path, Path]:
     """Keep each file's name (and its sub-folder below an input folder); the extension becomes .png."""
     names = {f: out_dir / rel.with_suffix(".png") for f, rel in files}
-    if len(set(names.values())) != len(names):
-        raise UnitganError("two inputs would write the same output file name; translate them separately")
+    first: dict[Path, Path] = {}
+    for f, target in names.items():
+        if target in first:
+            raise UnitganError(
+                f"inputs '{first[target]}' and '{f}' would both write '{target}'; translate them separately"
+            )
+        first[target] = f
     return names

@@ -22,6 +22,7 @@ refuses both with 422.
 
 from __future__ import annotations
 
+import hmac
 import io
 import logging
 import re
@@ -33,16 +34,20 @@ import torchvision.transforms.v2.functional as TF
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from unitgan import __version__
-from unitgan.data.io import tensor_to_pil, to_mode
+from unitgan.data.io import ALLOWED_NAMES, NotAnImage, decode_image, tensor_to_pil
+from unitgan.errors import UnitganError
 from unitgan.inference import UNIMODAL_MESSAGE, BaseTranslator
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 10 * 2**20  # 10 MiB per uploaded image
-DEFAULT_MAX_PIXELS = 2**20  # 1024 x 1024; memory grows with pixels times model width
+DEFAULT_MAX_PIXELS = 0  # 0 = from the memory available and the model's cost per pixel (BaseTranslator.pixel_budget)
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")  # Host headers a loopback-bound server answers
+TOKEN_COOKIE = "unitgan_token"
+OPEN_PATHS = ("/health",)  # answered without a token (liveness probes)
 FORM_OVERHEAD = 64 * 2**10  # multipart headers and small fields allowed on top of max_bytes
 
 
@@ -55,29 +60,17 @@ class BadImage(Exception):
 
 
 def decode_upload(data: bytes, channels: int, max_pixels: int) -> Image.Image:
-    """Bytes of an uploaded file -> PIL 'L' or 'RGB', checking the pixel count before decoding."""
+    """Bytes of an uploaded file -> PIL 'L' or 'RGB' through :func:`unitgan.data.io.decode_image` (allowed
+    formats only, the pixel count checked before decoding, EXIF orientation applied)."""
     if not data:
         raise BadImage(400, "the uploaded file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise BadImage(
-                    400,
-                    f"image is {w}x{h} = {w * h} pixels, more than the limit of {max_pixels} "
-                    "(refused as a possible decompression bomb)",
-                )
-            img.load()
-            return to_mode(img, channels)
-    except Image.DecompressionBombError as e:
-        raise BadImage(400, f"image refused as a decompression bomb: {e}") from None
-    except UnidentifiedImageError:
-        raise BadImage(
-            415, "the uploaded file is not an image in a known format (PNG, JPEG, WebP, BMP, TIFF, ...)"
-        ) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadImage(400, f"the uploaded image cannot be decoded: {reason}") from None
+        return decode_image(io.BytesIO(data), "upload", channels, max_pixels)
+    except NotAnImage:
+        raise BadImage(415, f"the uploaded file is not an image in an allowed format ({ALLOWED_NAMES})") from None
+    except UnitganError as e:
+        text = str(e).replace("image 'upload' cannot be read", "image 'upload' cannot be decoded", 1)
+        raise BadImage(400, text.replace("image 'upload'", "the uploaded image", 1)) from None
 
 
 def safe_stem(filename: str | None) -> str:
@@ -138,12 +131,65 @@ class BodyLimit:
             await JSONResponse({"detail": self.message}, status_code=413)(scope, receive, send)
 
 
+class Guard:
+    """ASGI middleware: the DNS-rebinding guard and the optional token.
+
+    Args:
+        app: the wrapped ASGI app.
+        allowed_hosts: Host header names accepted (any port); None accepts any (a non-loopback bind).
+        token: when set, every path but ``/health`` needs ``Authorization: Bearer TOKEN``, or the cookie that
+            ``GET /?token=TOKEN`` sets (so the web page works in a browser).
+    """
+
+    def __init__(self, app: Any, allowed_hosts: tuple[str, ...] | None, token: str | None):
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self.token = token
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        if self.allowed_hosts is not None:
+            host = headers.get("host", "")
+            name = host.rsplit("]", 1)[0].lstrip("[") if host.startswith("[") else host.rsplit(":", 1)[0]
+            if name.lower() not in self.allowed_hosts:
+                detail = f"Host header '{host[:100]}' is not allowed on a loopback server (DNS rebinding guard)"
+                await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+                return
+        if self.token and scope["path"] not in OPEN_PATHS:
+            query = dict(
+                p.split("=", 1) for p in scope.get("query_string", b"").decode("latin-1").split("&") if "=" in p
+            )
+            bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
+            cookies = dict(c.strip().split("=", 1) for c in headers.get("cookie", "").split(";") if "=" in c)
+            given = bearer or cookies.get(TOKEN_COOKIE, "") or (query.get("token", "") if scope["path"] == "/" else "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                detail = "a token is needed: send 'Authorization: Bearer TOKEN' (or open /?token=TOKEN in a browser)"
+                await JSONResponse({"detail": detail}, status_code=401)(scope, receive, send)
+                return
+            if scope["path"] == "/" and query.get("token"):  # the page's own requests then carry the cookie
+
+                async def with_cookie(msg: dict) -> None:
+                    if msg["type"] == "http.response.start":
+                        cookie = f"{TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+                        msg = {**msg, "headers": [*msg.get("headers", []), (b"set-cookie", cookie.encode())]}
+                    await send(msg)
+
+                await self.app(scope, receive, with_cookie)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     translator: BaseTranslator,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     directions: tuple[str, ...] | None = None,
     native: bool = False,
+    allowed_hosts: tuple[str, ...] | None = None,
+    token: str | None = None,
 ) -> FastAPI:
     """The FastAPI app around a loaded translator.
 
@@ -153,8 +199,11 @@ def create_app(
         max_pixels: the most pixels (width x height) an image may declare; checked before decoding (400).
         directions: the directions offered; default those of the translator (both for a checkpoint).
         native: translate at the uploaded image's resolution instead of the training scale.
+        allowed_hosts: Host header names to answer (:data:`LOOPBACK_NAMES` for a loopback bind); None = any.
+        token: require this token on every path but ``/health`` (see :class:`Guard`); None = no token.
     """
     directions = tuple(directions or translator.directions)
+    max_pixels = max_pixels or translator.pixel_budget(1)
     lock = threading.Lock()
     info = {
         "directions": list(directions),
@@ -171,6 +220,8 @@ def create_app(
     }
 
     app = FastAPI(
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN (blank offline): only /openapi.json is served
+        redoc_url=None,
         title="unitgan",
         version=__version__,
         description=(
@@ -181,6 +232,7 @@ def create_app(
     too_large = f"upload is larger than the limit of {max_bytes} bytes"
     uploads = 2 if translator.multimodal else 1  # the image, and a style image for a MUNIT model
     app.add_middleware(BodyLimit, limit=uploads * max_bytes + FORM_OVERHEAD, message=too_large)
+    app.add_middleware(Guard, allowed_hosts=allowed_hosts, token=token)  # added last: runs first
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -196,11 +248,11 @@ def create_app(
         return HTMLResponse(html)
 
     @app.get("/health", summary="liveness check")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:  # on the event loop: never queues behind model calls in the threads
         return {"status": "ok"}
 
     @app.get("/info", summary="what this server translates and the limits it applies")
-    def get_info() -> dict[str, Any]:
+    async def get_info() -> dict[str, Any]:
         return info
 
     @app.post(

@@ -105,6 +105,34 @@ def build_step_lr(opt: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_sch
     return torch.optim.lr_scheduler.StepLR(opt, o.lr_step if o.lr_step > 0 else 1 << 62, o.lr_gamma)
 
 
+OPTIM_KEYS = ("lr", "dis_lr", "beta1", "beta2", "weight_decay", "lr_step", "lr_gamma")  # what resume re-applies
+
+
+def changed_optim_keys(saved: dict, cfg: Config) -> list[str]:
+    """``optim.*`` keys of :data:`OPTIM_KEYS` whose value in the checkpoint's config ``saved`` differs from ``cfg``."""
+    old, new = saved.get("optim", {}), cfg.to_dict()["optim"]
+    return [f"optim.{k}" for k in OPTIM_KEYS if k in old and old[k] != new[k]]
+
+
+def apply_optim_settings(
+    opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.StepLR, base_lr: float, cfg: Config
+) -> None:
+    """The resume rule: after loading an optimiser and its schedule from a checkpoint, the config's settings win.
+
+    The schedule keeps its position (steps done) and takes the config's ``lr_step``/``lr_gamma`` and base lr
+    ``base_lr``; every parameter group takes the scheduled lr at that position, the betas and the weight decay.
+    Adam's moment estimates are kept. Called only when a setting changed, so an unchanged resume is bit-exact.
+    """
+    o = cfg.optim
+    sched.step_size = o.lr_step if o.lr_step > 0 else 1 << 62
+    sched.gamma = o.lr_gamma
+    sched.base_lrs = [base_lr] * len(opt.param_groups)
+    lr = base_lr * o.lr_gamma ** (sched.last_epoch // sched.step_size)
+    for group in opt.param_groups:
+        group.update(lr=lr, initial_lr=base_lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    sched._last_lr = [lr] * len(opt.param_groups)  # what get_last_lr() reports
+
+
 def maybe_no_sync(module: nn.Module, sync: bool):
     """DDP's ``no_sync()`` on inner micro-batches (gradients stay local until the last one)."""
     if sync or not hasattr(module, "no_sync"):

@@ -113,6 +113,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def state_dict_problem(module: torch.nn.Module, weights: dict[str, Any]) -> str | None:
+    """Why ``weights`` cannot load into ``module``: the first missing, unexpected or mis-shaped key (with both
+    shapes), or the first tensor holding NaN or infinity; None when they load."""
+    if not isinstance(weights, dict):
+        return "the weights are not a state dict"
+    own = module.state_dict()
+    for key, ref in own.items():
+        if key not in weights:
+            return f"missing key '{key}' (shape {tuple(ref.shape)})"
+        got = weights[key]
+        if not isinstance(got, torch.Tensor):
+            return f"key '{key}' is not a tensor"
+        if got.shape != ref.shape:
+            return f"key '{key}' has shape {tuple(got.shape)}, the config's model needs {tuple(ref.shape)}"
+    extra = [k for k in weights if k not in own]
+    if extra:
+        return f"unexpected key '{extra[0]}'"
+    for key, t in weights.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return f"tensor '{key}' holds NaN or infinite values"
+    return None
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0].split(". ")[0] if text else type(e).__name__

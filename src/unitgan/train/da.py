@@ -41,7 +41,15 @@ from unitgan.metrics.da import classification_accuracy
 from unitgan.models import UNITGenerator, build_generator
 from unitgan.models.da import DADiscriminator
 from unitgan.runtime import atomic_write_text, set_requires_grad
-from unitgan.train.base import TrainData, build_adam, build_step_lr, endless_batches, weights_finite
+from unitgan.train.base import (
+    TrainData,
+    apply_optim_settings,
+    build_adam,
+    build_step_lr,
+    changed_optim_keys,
+    endless_batches,
+    weights_finite,
+)
 from unitgan.train.distributed import average_gradients
 
 log = logging.getLogger(__name__)
@@ -156,6 +164,10 @@ class DABase(nn.Module):
         if not weights_only:
             for key in ("opt_gen", "opt_dis", "sched_gen", "sched_dis"):
                 getattr(self, key).load_state_dict(state[key])
+            if changed_optim_keys(state.get("config", {}), self.cfg):  # the config's optimiser settings win
+                o = self.cfg.optim
+                apply_optim_settings(self.opt_gen, self.sched_gen, o.lr, self.cfg)
+                apply_optim_settings(self.opt_dis, self.sched_dis, o.dis_lr or o.lr, self.cfg)
 
 
 class DATrainer(DABase):

@@ -9,8 +9,11 @@ same optimiser state).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from unitgan.budget import check_model_fits
 from unitgan.config import Config, save_config, with_defaults
 from unitgan.errors import UnitganError
 from unitgan.runtime import configure_backends
@@ -53,14 +57,22 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
 
 
 def run(cfg: Config, progress: bool, dctx: distributed.DistContext, device: torch.device) -> TrainResult:
-    """The loop itself, on one rank: set up, resume, step until done or stopped, checkpoint, evaluate."""
-    tc = cfg.train
-    # -- the run folder and the process ---------------------------------------------------------------------
-    run_dir = Path(tc.out_dir).expanduser()
+    """Own the run folder (rank 0 locks it for the run's life), then :func:`run_locked`."""
+    run_dir = Path(cfg.train.out_dir).expanduser()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UnitganError(f"run folder '{run_dir}' cannot be created: {e.strerror or e}") from None
+    with RunLock(run_dir) if dctx.is_main else contextlib.nullcontext():
+        return run_locked(cfg, progress, dctx, device, run_dir)
+
+
+def run_locked(
+    cfg: Config, progress: bool, dctx: distributed.DistContext, device: torch.device, run_dir: Path
+) -> TrainResult:
+    """The loop itself, on one rank: set up, resume, step until done or stopped, checkpoint, evaluate."""
+    tc = cfg.train
+    # -- the process ----------------------------------------------------------------------------------------
     if tc.threads:
         torch.set_num_threads(tc.threads)
     if tc.deterministic:
@@ -68,6 +80,8 @@ def run(cfg: Config, progress: bool, dctx: distributed.DistContext, device: torc
     configure_backends(device, tc.deterministic)
 
     # -- the model, then the checkpoint it resumes from ---------------------------------------------------
+    memory = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+    check_model_fits(cfg, "train", training=True, memory=memory)  # before anything is built
     torch.manual_seed(tc.seed)  # the same initial weights on every rank (DDP also copies rank 0's)
     trainer = trainer_class(cfg)(cfg, device, ddp=dctx.enabled)
     if dctx.enabled:
@@ -80,6 +94,13 @@ def run(cfg: Config, progress: bool, dctx: distributed.DistContext, device: torc
         log.info("resuming from %s (step %d)", state["_path"], step)
     if len(set(steps := dctx.gather(step))) > 1:
         raise UnitganError(f"ranks found different checkpoints (steps {steps}): put train.out_dir on a shared disk")
+    if step > tc.steps:  # before config.yaml is rewritten: the run folder stays as it was
+        raise UnitganError(
+            f"checkpoint '{state['_path']}' is at step {step}, beyond train.steps={tc.steps}: nothing to do "
+            f"(set train.steps above {step} to train on, or use another train.out_dir)"
+        )
+    if state is not None and step == tc.steps:
+        log.info("run folder %s is already trained to train.steps=%d (%s)", run_dir, step, state["_path"])
     if dctx.is_main:
         try:
             save_config(cfg, run_dir / "config.yaml")
@@ -112,7 +133,7 @@ def run(cfg: Config, progress: bool, dctx: distributed.DistContext, device: torc
     )
 
     # -- the steps ----------------------------------------------------------------------------------------
-    last_ckpt: Path | None = None
+    last_ckpt: Path | None = None if state is None else Path(state["_path"])
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, unit="step")
     t0, step0 = time.time(), step
     watch = NonFiniteWatch(device)
@@ -190,6 +211,47 @@ def run(cfg: Config, progress: bool, dctx: distributed.DistContext, device: torc
     return TrainResult(run_dir, step, last_ckpt, interrupted)
 
 
+# -- the run folder's owner ----------------------------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive POSIX lock (``lockf``) on ``<run_dir>/.lock`` for the life of a run, holding the owner's PID.
+
+    A second run in the same folder fails at once with one line naming the folder and that PID. The kernel
+    drops the lock when the process ends in any way (kill -9 included), so a crashed run never leaves it stuck.
+    A POSIX lock, not ``flock``: it belongs to the process, so forked data-loader workers do not inherit it and
+    cannot keep it held after the run has ended.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise UnitganError(f"run folder '{self.path.parent}' is not writable: {e.strerror or e}") from None
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise UnitganError(
+                f"run folder '{self.path.parent}' is in use by another training (PID {holder}); "
+                f"wait for it to end or use another train.out_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock; the file stays (removing it would race a new owner)
+            self.fd = None
+
+
 # -- resume -------------------------------------------------------------------------------------------------
 
 
@@ -221,7 +283,9 @@ def check_resumable(saved: dict, cfg: Config, path: str) -> None:
             f"use another train.out_dir or the checkpoint's own config"
         )
     if diff:
-        log.info("resuming with changed settings: %s", ", ".join(diff))
+        optim = [k for k in diff if k.startswith("optim.")]
+        note = " (the new optim.* values apply from now on: lr, betas, weight decay and schedule)" if optim else ""
+        log.info("resuming with changed settings: %s%s", ", ".join(diff), note)
 
 
 def restore(trainer: Trainer, state: dict, cfg: Config) -> None:
@@ -234,7 +298,9 @@ def restore(trainer: Trainer, state: dict, cfg: Config) -> None:
     try:
         trainer.load_state(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+        detail = next((line for line in lines if line.startswith(("size mismatch", "Missing", "Unexpected"))), "")
+        first = f"{lines[0]} {detail[:300]}".strip()  # "Error(s) in loading ..." names no key; the next line does
         raise UnitganError(f"checkpoint '{path}' does not match its config: {first}") from None
 
 

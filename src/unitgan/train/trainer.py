@@ -32,8 +32,10 @@ from unitgan.models.layers import ResBlock
 from unitgan.runtime import autocast, check_precision, set_requires_grad
 from unitgan.train.base import (
     TrainData,
+    apply_optim_settings,
     build_adam,
     build_step_lr,
+    changed_optim_keys,
     endless_batches,
     maybe_no_sync,
     weights_finite,
@@ -358,6 +360,10 @@ class UNITTrainer(nn.Module):
         self.opt_dis.load_state_dict(state["opt_dis"])
         self.sched_gen.load_state_dict(state["sched_gen"])
         self.sched_dis.load_state_dict(state["sched_dis"])
+        if changed_optim_keys(state.get("config", {}), self.cfg):  # the config's optimiser settings win
+            o = self.cfg.optim
+            apply_optim_settings(self.opt_gen, self.sched_gen, o.lr, self.cfg)
+            apply_optim_settings(self.opt_dis, self.sched_dis, o.dis_lr or o.lr, self.cfg)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
