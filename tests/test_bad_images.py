@@ -17,7 +17,8 @@ import unitgan.data.io as io_mod
 from unitgan.cli import main
 from unitgan.config import load_config
 from unitgan.data import ImageFolderDomain
-from unitgan.data.io import image_size, list_images, load_image
+from unitgan.data.filelist import list_images
+from unitgan.data.io import image_size, load_image
 from unitgan.errors import UnitganError
 from unitgan.train.loop import train
 

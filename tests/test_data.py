@@ -5,7 +5,8 @@ from conftest import tiny_config, write_images
 from PIL import Image
 
 from unitgan.data import ArrayDomain, ImageFolderDomain, InfiniteSampler, SyntheticDomain, build_domain
-from unitgan.data.io import list_images, load_image
+from unitgan.data.filelist import list_images
+from unitgan.data.io import load_image
 from unitgan.errors import UnitganError
 
 

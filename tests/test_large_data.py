@@ -17,7 +17,7 @@ from PIL import Image
 
 from unitgan.data import ImageFolderDomain
 from unitgan.data import filelist as filelist_module
-from unitgan.data.io import list_images
+from unitgan.data.filelist import list_images
 
 
 def _png_bytes(size: int = 8) -> bytes:

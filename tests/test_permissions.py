@@ -137,7 +137,6 @@ def run_bounded(target, fifo: Path, seconds: float) -> tuple[bool, BaseException
     return in_time, outcome.get("error")
 
 
-@pytest.mark.xfail(strict=True, reason="a FIFO in an image folder blocks the file-list scan forever (report)")
 def test_a_fifo_in_a_training_folder_is_refused_not_waited_on(image_root, tmp_path):
     from unitgan.config import load_config
 
@@ -149,7 +148,6 @@ def test_a_fifo_in_a_training_folder_is_refused_not_waited_on(image_root, tmp_pa
     assert isinstance(error, UnitganError) and "pipe.png" in str(error)
 
 
-@pytest.mark.xfail(strict=True, reason="a FIFO in a translate input folder blocks translate forever (report)")
 def test_a_fifo_among_translate_inputs_is_refused_not_waited_on(image_root, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(run, **{"train.steps": 1}), progress=False)

@@ -23,7 +23,8 @@ import torch
 
 from unitgan.config import Config, config_from_dict
 from unitgan.data import build_domain
-from unitgan.data.io import list_images, load_image, pil_to_tensor
+from unitgan.data.filelist import list_images
+from unitgan.data.io import load_image, pil_to_tensor
 from unitgan.errors import UnitganError
 from unitgan.inference import BaseTranslator, Translator
 from unitgan.metrics.fid import extract_features, fid_kid, load_inception

@@ -33,11 +33,11 @@ from torch import nn
 
 from unitgan.budget import check_model_fits, pixel_limit, translate_bytes_per_pixel
 from unitgan.config import Config, config_from_dict
+from unitgan.data.filelist import list_images
 from unitgan.data.io import (
     IMAGE_EXTENSIONS,
     check_pixels,
     image_size,
-    list_images,
     load_image,
     pil_to_tensor,
     tensor_to_pil,

@@ -112,9 +112,30 @@ def _scan(root: Path) -> tuple[list[str], list[str], list[int]]:
             if is_dir:
                 stack.append(sub)
             elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                if not _regular(entry):  # a FIFO would block the first read for ever
+                    raise UnitganError(
+                        f"image '{os.path.join(path, entry.name)}' is not a regular file (a FIFO, socket or "
+                        f"device); remove it from the image folder"
+                    )
                 files.append(sub)
     files.sort(key=lambda r: r.split("/"))  # the order of sorted(Path): part by part
     return files, dirs, mtimes
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """Image files under ``root`` (recursive, sorted, symlink loops ignored; a FIFO, socket or device with an
+    image name is refused, naming it)."""
+    root = Path(root)
+    return [root / rel for rel in _scan(root)[0]]
+
+
+def _regular(entry: os.DirEntry) -> bool:
+    """Whether a directory entry is a regular file (a symlink to one counts); from the entry's type when the
+    file system reports it, so the scan still makes no stat call per file."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 class FileIndex:

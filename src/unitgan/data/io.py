@@ -137,31 +137,3 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
     arr = arr.permute(1, 2, 0).numpy()
     return Image.fromarray(arr[:, :, 0], "L") if arr.shape[2] == 1 else Image.fromarray(arr, "RGB")
-
-
-def list_images(root: str | Path) -> list[Path]:
-    """Image files under ``root`` (recursive, sorted, symlink loops ignored)."""
-    root = Path(root)
-    found: list[Path] = []
-    seen_dirs: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        try:
-            st = d.stat()
-        except OSError:
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in seen_dirs:
-            continue
-        seen_dirs.add(key)
-        try:
-            entries = sorted(d.iterdir())
-        except OSError as e:
-            raise UnitganError(f"folder '{d}' cannot be listed: {e.strerror or e}") from None
-        for p in entries:
-            if p.is_dir():
-                stack.append(p)
-            elif p.suffix.lower() in IMAGE_EXTENSIONS:
-                found.append(p)
-    return sorted(found)
