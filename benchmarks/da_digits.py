@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from common import (  # noqa: E402
     DATA_DIR,
     REPO,
     cpu_timer,
@@ -46,7 +46,7 @@ from _common import (  # noqa: E402
 
 from unitgan.config import load_config  # noqa: E402
 from unitgan.data.mnistm import build_mnistm  # noqa: E402
-from unitgan.train.da import train_da  # noqa: E402
+from unitgan.train.loop import train  # noqa: E402
 
 PAIRS = {"mnist2mnistm": "da_mnist2mnistm", "mnist2digits": "da_mnist2digits"}
 METHODS = {"source-only": ["da.source_only=true"], "UNIT-DA": ["da.source_only=false"]}
@@ -83,7 +83,7 @@ def run_one(pair: str, method: str, seed: int, args: argparse.Namespace) -> dict
     overrides = [f"train.out_dir={run_dir}", f"train.seed={seed}", *pair_data(pair, args), *METHODS[method]]
     cfg = load_config(PAIRS[pair], [*overrides, *args.overrides])
     with cpu_timer() as t:
-        result = train_da(cfg, progress=False)
+        result = train(cfg, progress=False)
     if result.interrupted:
         raise KeyboardInterrupt  # a stopped run is not a result; rerun the command to redo it
     r = json.loads((run_dir / "da_results.json").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA_DIR, REPO  # noqa: E402
+from common import DATA_DIR, REPO  # noqa: E402
 
 from unitgan.data.mnistm import build_mnistm  # noqa: E402
 

@@ -116,15 +116,15 @@ def _batch(cfg, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Te
 def authors_step(trainer, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
     """EMULATION of the authors' iteration (see the module docstring); fp32 only."""
     from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
-    from unitgan.runtime import set_requires_grad as _set_requires_grad
+    from unitgan.runtime import set_requires_grad
 
     cfg, g, n = trainer.cfg, trainer.gen, x_a.shape[0]
     gt = cfg.model.gan_type
-    x_a, x_b = trainer._prep(x_a), trainer._prep(x_b)
+    x_a, x_b = trainer.prepare(x_a), trainer.prepare(x_b)
     trainer.train()
     # D update: the generators run again, with autograd on (their graph is built, then detached)
-    _set_requires_grad(trainer.dis_a, True)
-    _set_requires_grad(trainer.dis_b, True)
+    set_requires_grad(trainer.dis_a, True)
+    set_requires_grad(trainer.dis_b, True)
     mu_a, mu_b = g.encode(x_a, "a"), g.encode(x_b, "b")
     x_ba = g.decode(g.sample(mu_b), "a")
     x_ab = g.decode(g.sample(mu_a), "b")

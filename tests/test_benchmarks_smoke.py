@@ -22,7 +22,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _script(name: str):
-    """Import a benchmark script as a module (its folder goes on sys.path for ``_common``)."""
+    """Import a benchmark script as a module (its folder goes on sys.path for ``common``)."""
     sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _serve_support import png_bytes, random_image, tiny_checkpoint
+from serve_support import png_bytes, random_image, tiny_checkpoint
 
 from unitgan.inference import Translator
 from unitgan.serve import create_app, serve_in_thread

@@ -13,7 +13,8 @@ from unitgan.config import load_config
 from unitgan.data.mnistm import blend
 from unitgan.errors import UnitganError
 from unitgan.models.da import DADiscriminator
-from unitgan.train.da import DATrainer, train_da
+from unitgan.train.da import DATrainer
+from unitgan.train.loop import train
 
 torch.set_num_threads(1)
 
@@ -138,17 +139,17 @@ def test_source_only_step_trains_only_the_source_path(tmp_path):
 @pytest.mark.parametrize("source_only", [False, True])
 def test_train_da_end_to_end_and_resume(tmp_path, source_only):
     cfg = _da_config(tmp_path, f"da.source_only={str(source_only).lower()}")
-    result = train_da(cfg, progress=False)
+    result = train(cfg, progress=False)
     assert result.step == 3 and result.checkpoint is not None and result.checkpoint.is_file()
     res = json.loads((result.run_dir / "da_results.json").read_text())
     assert 0 <= res["target_acc"] <= 1 and res["n_target_test"] == 16
     cfg.train.steps = 4  # resume: one more step from the checkpoint of step 3
-    assert train_da(cfg, progress=False).step == 4
+    assert train(cfg, progress=False).step == 4
 
 
 def test_eval_every_logs_a_learning_curve(tmp_path):
     cfg = _da_config(tmp_path, "train.steps=5", "da.eval_every=2")
-    result = train_da(cfg, progress=False)
+    result = train(cfg, progress=False)
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     curve = {r["step"]: r["target_acc"] for r in rows if "target_acc" in r}
     assert sorted(curve) == [2, 4]  # the last step is evaluated into da_results.json instead
@@ -157,7 +158,6 @@ def test_eval_every_logs_a_learning_curve(tmp_path):
 
 
 def test_train_dispatches_to_da(tmp_path):
-    from unitgan.train.loop import train
 
     cfg = _da_config(tmp_path, "train.steps=1")
     assert train(cfg, progress=False).step == 1
@@ -168,7 +168,7 @@ def test_evaluate_checkpoint_reports_target_accuracy(tmp_path):
     from unitgan.cli import main
 
     cfg = _da_config(tmp_path, "train.steps=1")
-    ckpt = train_da(cfg, progress=False).checkpoint
+    ckpt = train(cfg, progress=False).checkpoint
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     res = json.loads(out.read_text())["domain_adaptation"]
@@ -182,14 +182,14 @@ def test_da_config_errors(tmp_path):
         load_config("da_mnist2mnistm", ["da.dis_n_private=3"])
     cfg = _da_config(tmp_path, "da.source_only=true", "model.input_nc_a=1")
     with pytest.raises(UnitganError, match="da.source_only"):
-        train_da(cfg, progress=False)
+        train(cfg, progress=False)
 
 
 def test_unlabelled_source_is_refused(tmp_path):
     cfg = _da_config(tmp_path)
     cfg.data.a = str(_digits_npz(tmp_path / "nolabels.npz", 8, 12, 1, labels=False, seed=2))
     with pytest.raises(UnitganError, match="no labels"):
-        train_da(cfg, progress=False)
+        train(cfg, progress=False)
 
 
 def test_mnistm_blend_is_abs_difference():
@@ -233,8 +233,46 @@ def test_interrupted_run_checkpoints_and_resumes(tmp_path, monkeypatch):
         return original(self, *args)
 
     monkeypatch.setattr(DATrainer, "train_step", stop_at_third)
-    result = train_da(cfg, progress=False)
+    result = train(cfg, progress=False)
     assert result.interrupted and result.step == 2 and result.checkpoint.name == "ckpt_000000002.pt"
     assert not (result.run_dir / "da_results.json").exists()
     monkeypatch.setattr(DATrainer, "train_step", original)
-    assert train_da(cfg, progress=False).step == 4  # the same command resumes
+    assert train(cfg, progress=False).step == 4  # the same command resumes
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from unitgan.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    return {f"{s}.{k}": v for s in ("gen", "dis") for k, v in state[s].items()}
+
+
+@pytest.mark.parametrize("source_only", [False, True])
+def test_da_resume_equals_uninterrupted_run(tmp_path, source_only):
+    flag = f"da.source_only={str(source_only).lower()}"
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "parts").mkdir()
+    whole = train(_da_config(tmp_path / "whole", "train.steps=4", flag), progress=False)
+    part = _da_config(tmp_path / "parts", "train.steps=2", flag)
+    assert train(part, progress=False).step == 2
+    part.train.steps = 4  # the same run, continued from the checkpoint of step 2
+    resumed = train(part, progress=False)
+    a, b = _weights(whole.checkpoint), _weights(resumed.checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume is not bit-exact"
+
+
+def test_da_resume_refuses_the_other_da_trainers_checkpoint(tmp_path):
+    cfg = _da_config(tmp_path, "train.steps=1")
+    train(cfg, progress=False)
+    other = _da_config(tmp_path, "train.steps=2", "da.source_only=true")
+    with pytest.raises(UnitganError, match=r"another config \(da.source_only differ"):
+        train(other, progress=False)
+
+
+def test_da_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch):
+    import unitgan.train.da as da_mod
+
+    real = da_mod.l1_loss
+    monkeypatch.setattr(da_mod, "l1_loss", lambda a, b: real(a, b) + float("nan"))
+    with pytest.raises(UnitganError, match=r"non-finite loss at step 1: loss_g=nan"):
+        train(_da_config(tmp_path), progress=False)

@@ -30,8 +30,13 @@ from unitgan.train.trainer import UNITTrainer
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 GLOBAL_BATCH = 4
-# (name, per-rank batch, accumulate, activation checkpointing): each must equal 1 process x GLOBAL_BATCH
-VARIANTS = [("ddp", 2, 1, False), ("ddp_accumulate_checkpointing", 1, 2, True)]
+# (name, per-rank batch, accumulate, activation checkpointing, update order): each must equal 1 process x
+# GLOBAL_BATCH in the same update order
+VARIANTS = [
+    ("ddp", 2, 1, False, "simultaneous"),
+    ("ddp_accumulate_checkpointing", 1, 2, True, "simultaneous"),
+    ("ddp_alternating_accumulate", 1, 2, False, "alternating"),
+]
 
 
 def _no_noise(mu: torch.Tensor) -> torch.Tensor:
@@ -64,13 +69,14 @@ def _equivalence_worker(rank: int, world_size: int, store: str, out_dir: str) ->
     UNITGenerator.sample = staticmethod(_no_noise)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
-        for name, batch, accumulate, ckpt in VARIANTS:
+        for name, batch, accumulate, ckpt, order in VARIANTS:
             cfg = tiny_config(
                 out_dir,
                 **{
                     "data.batch_size": batch,
                     "train.accumulate": accumulate,
                     "train.activation_checkpointing": ckpt,
+                    "train.update_order": order,
                     "optim.lr": 1e-3,
                 },
             )
@@ -80,12 +86,12 @@ def _equivalence_worker(rank: int, world_size: int, store: str, out_dir: str) ->
         dist.destroy_process_group()
 
 
-def _assert_close(a: list[torch.Tensor], b: list[torch.Tensor], what: str) -> None:
+def _assert_close(a: list[torch.Tensor], b: list[torch.Tensor], what: str, extra_atol: float = 0.0) -> None:
     """Equal up to float32 rounding, measured against each tensor's largest entry (another batch split sums
     in another order; loss weights of 100 make absolute errors of ~1e-5 relative to the largest gradient)."""
     assert len(a) == len(b)
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        atol = 1e-4 * float(y.abs().max()) + 1e-8
+        atol = 1e-4 * float(y.abs().max()) + 1e-8 + extra_atol
         torch.testing.assert_close(x, y, rtol=1e-4, atol=atol, msg=lambda m, i=i: f"{what} #{i}: {m}")
 
 
@@ -98,9 +104,12 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, m
         start_method="spawn",
     )
     monkeypatch.setattr(UNITGenerator, "sample", staticmethod(_no_noise))
-    cfg = tiny_config(tmp_path, **{"data.batch_size": GLOBAL_BATCH, "optim.lr": 1e-3})
-    ref = _snapshot(_one_step(cfg, rank=0, world_size=1, ddp=False))
-    for name, *_ in VARIANTS:
+    refs = {}
+    for order in ("simultaneous", "alternating"):
+        cfg = tiny_config(tmp_path, **{"data.batch_size": GLOBAL_BATCH, "optim.lr": 1e-3, "train.update_order": order})
+        refs[order] = _snapshot(_one_step(cfg, rank=0, world_size=1, ddp=False))
+    for name, *_, order in VARIANTS:
+        ref = refs[order]
         r0 = torch.load(tmp_path / f"{name}_rank0.pt", weights_only=True)
         r1 = torch.load(tmp_path / f"{name}_rank1.pt", weights_only=True)
         for key in ("params", "grads"):  # both ranks hold the same averaged gradients and weights
@@ -108,13 +117,19 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, m
                 assert torch.equal(x, y), (name, key)
         # gradients are compared too: Adam's first step is nearly blind to a gradient's scale
         _assert_close(r0["grads"], ref["grads"], f"{name} gradient")
-        _assert_close(r0["params"], ref["params"], f"{name} parameter")
+        # alternating: the G gradients are taken after a D step that already carries rounding differences;
+        # Adam's first step moves a weight by about lr * sign(grad), so a near-zero gradient may move its weight
+        # by another fraction of lr (seen: 1 of 2304 weights off by 2e-5 = 2% of lr): allow 5% of lr there
+        extra = 0.05 * 1e-3 if order == "alternating" else 0.0
+        _assert_close(r0["params"], ref["params"], f"{name} parameter", extra)
 
 
-def test_accumulation_equals_one_large_batch(tmp_path, monkeypatch):
+@pytest.mark.parametrize("order", ["simultaneous", "alternating"])
+def test_accumulation_equals_one_large_batch(tmp_path, monkeypatch, order):
     monkeypatch.setattr(UNITGenerator, "sample", staticmethod(_no_noise))
-    big = _snapshot(_one_step(tiny_config(tmp_path, **{"data.batch_size": 4}), 0, 1, ddp=False))
-    acc = tiny_config(tmp_path, **{"data.batch_size": 2, "train.accumulate": 2})
+    big_cfg = tiny_config(tmp_path, **{"data.batch_size": 4, "train.update_order": order})
+    big = _snapshot(_one_step(big_cfg, 0, 1, ddp=False))
+    acc = tiny_config(tmp_path, **{"data.batch_size": 2, "train.accumulate": 2, "train.update_order": order})
     small = _snapshot(_one_step(acc, 0, 1, ddp=False))
     _assert_close(small["grads"], big["grads"], "gradient")
     _assert_close(small["params"], big["params"], "parameter")
@@ -238,3 +253,48 @@ def test_torchrun_environment_and_device_choice(monkeypatch):
         with pytest.raises(UnitganError, match="local rank"):
             distributed.pick_device("cuda:0", 1, 4)
     assert len({distributed.rank_seed(0, r) for r in range(8)}) == 8 and distributed.rank_seed(7, 0) == 7
+
+
+def _da_cfg(out_dir):
+    from unitgan.config import load_config
+
+    tiny = ["model.ch=4", "model.dis_ch=4", "model.n_res=1", "data.crop_size=16", "da.n_classes=3"]
+    return load_config("da_mnist2mnistm", [f"train.out_dir={out_dir}", *tiny])
+
+
+def _da_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(4, 3, 16, 16, generator=g), torch.tensor([0, 1, 2, 0]), torch.randn(4, 3, 16, 16, generator=g)
+
+
+def _da_step(out_dir, ddp: bool, part: slice):
+    from unitgan.train.da import DATrainer
+
+    torch.manual_seed(0)
+    trainer = DATrainer(_da_cfg(out_dir), torch.device("cpu"), ddp=ddp)
+    trainer.train_step(*(t[part] for t in _da_batch()))
+    return [p.detach().clone() for p in trainer.parameters()]
+
+
+def _da_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    UNITGenerator.sample = staticmethod(_no_noise)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+    try:
+        params = _da_step(out_dir, ddp=True, part=slice(2 * rank, 2 * rank + 2))
+        torch.save(params, Path(out_dir) / f"da_rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.multiprocess
+def test_da_trainer_on_two_gloo_ranks_equals_one_process(tmp_path, monkeypatch):
+    mp.start_processes(_da_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, start_method="spawn")
+    monkeypatch.setattr(UNITGenerator, "sample", staticmethod(_no_noise))
+    ref = _da_step(tmp_path, ddp=False, part=slice(0, 4))
+    alone = _da_step(tmp_path, ddp=False, part=slice(0, 2))  # rank 0's half without averaging
+    r0 = torch.load(tmp_path / "da_rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "da_rank1.pt", weights_only=True)
+    assert all(torch.equal(x, y) for x, y in zip(r0, r1, strict=True))  # the ranks stay in step
+    _assert_close(r0, ref, "DA parameter")
+    assert any(not torch.allclose(x, y) for x, y in zip(alone, ref, strict=True))  # the check can fail

@@ -245,6 +245,7 @@ def test_evaluate_synthetic_reports_pixel_accuracy_both_ways(tmp_path, capsys):
     for direction in ("a2b", "b2a"):
         r = res[f"pixel_accuracy_{direction}"]
         assert len(r["per_image"]) == 3 and r["threshold"] == 0.2
+        assert 0.0 <= r["shapes"] <= 1.0  # the demo's shape-pixel score too
         assert r["mean"] == pytest.approx(sum(r["per_image"]) / 3)
     assert "pixel_accuracy_a2b" in capsys.readouterr().out
 
@@ -283,3 +284,20 @@ def test_evaluate_rejects_bad_threshold(tmp_path, capsys):
     _train_tiny(tmp_path)
     assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--threshold", "0"]) == 2
     assert "--threshold" in capsys.readouterr().err
+
+
+def test_synthetic_accuracy_counts_shape_pixels_apart():
+    """A blank background scores well over all pixels but 0 on the shape pixels; a perfect answer scores 1."""
+    from unitgan.data.synthetic import render
+    from unitgan.metrics import synthetic_accuracy
+
+    scenes = [[(0, 0.5, 0.5, 0.3)], [(1, 0.3, 0.6, 0.2), (2, 0.7, 0.3, 0.2)]]
+    for direction, style in (("a2b", "paint"), ("b2a", "sketch")):
+        target = torch.stack([render(s, 16, style) for s in scenes])  # [2, C, 16, 16]
+        blank = render([], 16, style)[None].expand_as(target)
+        assert synthetic_accuracy(target, target, direction) == {"all": 1.0, "shapes": 1.0, "per_image": [1.0, 1.0]}
+        scores = synthetic_accuracy(blank, target, direction)
+        shape_px = ((target - blank).abs() / 2 > 0.1).any(1).float()  # [2, 16, 16]
+        assert scores["shapes"] == 0.0
+        assert scores["per_image"] == pytest.approx((1 - shape_px.mean((1, 2))).tolist())
+        assert scores["all"] == pytest.approx(1 - float(shape_px.mean())) and scores["all"] > 0.5

@@ -243,9 +243,9 @@ def test_nonfinite_skip_gives_up_on_a_diverged_run(tmp_path, monkeypatch):
 
 
 def test_nonfinite_watch_on_an_accelerator_reports_the_first_bad_step():
-    from unitgan.train.loop import _NonFiniteWatch
+    from unitgan.train.loop import NonFiniteWatch
 
-    watch = _NonFiniteWatch(torch.device("meta"))  # any non-CPU device takes the no-sync path
+    watch = NonFiniteWatch(torch.device("meta"))  # any non-CPU device takes the no-sync path
     watch.eager = False
     good = {"loss_g": torch.tensor(1.0), "kl_a": torch.tensor(0.5)}
     watch.update(1, good)

@@ -95,3 +95,14 @@ def test_checkpoints_keep_last_k_and_skip_partial_files(tmp_path):
     (newest.parent / ".ckpt_000000009.pt.abc.tmp").write_bytes(b"partial")
     assert all(p.suffix == ".pt" for p in list_checkpoints(tmp_path))
     assert not any(name.endswith(".tmp") for name in os.listdir(newest.parent) if name.startswith("ckpt_"))
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_resumes(tmp_path):
+    """Keys added to unitgan later (here model.dis_downsample, train.update_order) count as their defaults."""
+    run = tmp_path / "run"
+    first = train(tiny_config(run, **{"train.steps": 2}), progress=False)
+    state = torch.load(first.checkpoint, weights_only=True)
+    del state["config"]["model"]["dis_downsample"], state["config"]["train"]["update_order"]
+    torch.save(state, first.checkpoint)
+    resumed = train(tiny_config(run, **{"train.steps": 4}), progress=False)
+    assert resumed.step == 4

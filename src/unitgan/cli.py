@@ -28,14 +28,32 @@ def _add_train(sub) -> None:
 
 
 def _add_translate(sub) -> None:
-    p = sub.add_parser("translate", help="translate images with a trained checkpoint")
+    p = sub.add_parser(
+        "translate",
+        help="translate images with a trained checkpoint",
+        description=(
+            "Translate images at the scale the model was trained at: each image's shorter side is resized to "
+            "the run's data.load_size first, aspect kept (no resize when the run trained at native size, "
+            "load_size 0). --size S translates at S x S instead, --native at the image's own resolution. "
+            "Outputs have the size the model translated at (as the authors' test script and CycleGAN do); "
+            "--keep-size resizes each output back to its input's size. Any image size works: inputs are "
+            "padded to the model's size multiple and cropped back."
+        ),
+    )
     p.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--checkpoint", required=True, help="a checkpoint file (.pt), a run folder or an export folder")
     p.add_argument("--direction", required=True, help="a2b or b2a")
     p.add_argument("--engine", default="torch", choices=["torch", "onnx"], help="onnx: onnxruntime on the CPU")
     p.add_argument("--output", required=True, help="output folder (file names are kept, saved as PNG)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--size", type=int, default=0, help="resize inputs to SIZE x SIZE first (0 = keep size)")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument(
+        "--size", type=int, default=0, help="resize inputs to SIZE x SIZE first (0 = the training scale)"
+    )
+    scale.add_argument("--native", action="store_true", help="translate at each image's native resolution")
+    p.add_argument(
+        "--keep-size", action="store_true", help="resize each output back to its input's size (default: model scale)"
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -134,16 +152,26 @@ def cmd_train(args) -> int:
 
 
 def cmd_translate(args) -> int:
-    from unitgan.export import is_export_dir, open_translator
+    from unitgan.export import is_export_dir
     from unitgan.inference import check_direction
+    from unitgan.translator import open_translator
 
     check_direction(args.direction)
     if args.batch_size < 1:
         raise UnitganError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.size < 0:
+        raise UnitganError(f"--size must be >= 0, got {args.size}")
     source = args.checkpoint if is_export_dir(args.checkpoint) else resolve_checkpoint(args.checkpoint)
     translator = open_translator(source, args.engine, args.device, args.precision)
     written = translator.translate_files(
-        args.inputs, args.output, args.direction, args.batch_size, args.size, overwrite=args.overwrite
+        args.inputs,
+        args.output,
+        args.direction,
+        args.batch_size,
+        args.size,
+        overwrite=args.overwrite,
+        native=args.native,
+        keep_size=args.keep_size,
     )
     print(f"translated {len(written)} image(s) {args.direction} into {args.output}")
     return 0
@@ -186,6 +214,12 @@ def _add_serve(sub) -> None:
     p.add_argument("--max-bytes", type=int, default=10 * 2**20, help="largest upload in bytes (default 10 MiB)")
     p.add_argument("--max-pixels", type=int, default=2**20, help="most pixels per image (default 1024*1024)")
     p.add_argument("--device", default="auto", help="torch device (checkpoints, TorchScript, safetensors)")
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="translate uploads at their native resolution instead of the training scale "
+        "(the answer has the upload's size either way)",
+    )
 
 
 def cmd_serve(args) -> int:
@@ -199,7 +233,7 @@ def cmd_serve(args) -> int:
         translator = Translator.from_checkpoint(resolve_checkpoint(args.checkpoint), args.device)
     else:
         translator = load_export(args.export, device=args.device)
-    app = create_app(translator, max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    app = create_app(translator, max_bytes=args.max_bytes, max_pixels=args.max_pixels, native=args.native)
     if not is_loopback(args.host):
         print(f"warning: serving on {args.host}: anyone who can reach it can use the model (no authentication)")
     print(f"serving on http://{args.host}:{args.port}/ (API docs at /docs); Ctrl-C stops")

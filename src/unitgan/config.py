@@ -31,6 +31,7 @@ FeatUpdate = Literal["dis", "gen", "both"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
 Precision = Literal["fp32", "bf16", "fp16"]
+UpdateOrder = Literal["simultaneous", "alternating"]
 Arch = Literal["unit", "munit"]  # network families that unitgan.models.build_generator knows
 
 
@@ -39,7 +40,7 @@ class ModelConfig:
     """Encoders, generators and discriminators (see ``unitgan.models``)."""
 
     arch: Arch = "unit"  # network family (unitgan.models.build_generator): unit = the UNIT encoders/generators,
-    #   munit = MUNIT content/style encoders and AdaIN decoders (its own keys in the munit section)
+    #   munit = MUNIT content/style encoders and AdaIN decoders (style_* and mlp_dim below; losses in munit)
     input_nc_a: int = 3  # channels of domain A images (1 = grey, 3 = colour)
     input_nc_b: int = 3  # channels of domain B images
     ch: int = 64  # channels after the first encoder convolution
@@ -146,6 +147,10 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per step: gradients of K batches summed (global batch x K), DDP sync once
     activation_checkpointing: bool = False  # recompute residual-block activations in backward (large images)
     nonfinite: Literal["error", "skip"] = "error"  # NaN/inf loss: stop naming step and terms, or skip the step
+    # order of the two updates of a step: simultaneous = E/G and D gradients at the step's starting weights,
+    # translations computed once (D reuses them detached); alternating = the authors' version_02: D update on
+    # fresh translations, then the E/G update against the updated D (the generators run twice per step)
+    update_order: UpdateOrder = "simultaneous"
 
 
 @dataclass
@@ -298,6 +303,17 @@ class Config:
             )
             _check(self.da.n_classes >= 2, "da.n_classes", f"must be >= 2, got {self.da.n_classes}")
             _check(0 <= self.da.dropout < 1, "da.dropout", f"must be in [0, 1), got {self.da.dropout}")
+            _check(
+                self.da.eval_every >= 0,
+                "da.eval_every",
+                f"must be >= 0 (0 = only at the end), got {self.da.eval_every}",
+            )
+            for key, value, only in [
+                ("train.update_order", t.update_order, "simultaneous"),
+                ("train.precision", t.precision, "fp32"),
+                ("train.accumulate", t.accumulate, 1),
+            ]:
+                _check(value == only, key, f"must be {only} with da.enabled (the UNIT-DA trainer), got {value}")
         mu = self.munit
         _check(1 <= d.synthetic_modes <= 6, "data.synthetic_modes", f"must be in 1..6, got {d.synthetic_modes}")
         _check(1 <= m.style_dim <= 1024, "model.style_dim", f"must be in 1..1024, got {m.style_dim}")
@@ -444,6 +460,12 @@ def _unknown_key_message(full: str, prefix: str, names: list[str]) -> str:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     return _from_dict(Config, data, "").validate()
+
+
+def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict with the keys it predates filled in with their defaults (types checked, no
+    cross-field validation), so that a checkpoint written before a key existed compares equal to today's."""
+    return _from_dict(Config, data, "").to_dict()
 
 
 def _schema_type(parts: list[str], text: str) -> Any:

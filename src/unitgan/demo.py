@@ -13,15 +13,12 @@ import torch
 from unitgan.config import Config, load_config
 from unitgan.data import build_domain
 from unitgan.data.io import tensor_to_pil
-from unitgan.data.synthetic import render
-from unitgan.inference import Translator
-from unitgan.metrics import pixel_accuracy
+from unitgan.inference import BaseTranslator, Translator
+from unitgan.metrics.pixel import THRESHOLD, synthetic_accuracy
 from unitgan.models import build_generator
 from unitgan.train.loop import train
 
 log = logging.getLogger(__name__)
-
-THRESHOLD = 0.1  # pixel accuracy threshold on the [0, 1] scale
 
 
 @dataclass
@@ -43,45 +40,37 @@ class DemoReport:
         return "\n".join(lines)
 
 
-def _test_pairs(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+def held_out_pairs(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """The held-out scenes in both styles: x_a[i] and x_b[i] show the same scene."""
     ds_a, ds_b = build_domain(cfg, "a", "test"), build_domain(cfg, "b", "test")
     return torch.stack([ds_a[i] for i in range(len(ds_a))]), torch.stack([ds_b[i] for i in range(len(ds_b))])
 
 
-def _scores(pred: torch.Tensor, target: torch.Tensor, background: torch.Tensor) -> tuple[float, float]:
-    """Pixel accuracy over all pixels, and over the shape pixels only (where the target differs from the
-    empty background), so that a blank background cannot pass for a translation."""
-    right = (pred.float() - target).abs().div(2).le(THRESHOLD).all(dim=1)  # [N, H, W]
-    shapes = (target - background).abs().div(2).gt(THRESHOLD).any(dim=1)  # [N, H, W]
-    return float(pixel_accuracy(pred, target, THRESHOLD).mean()), float(right[shapes].float().mean())
-
-
-def evaluate_pairs(translator: Translator, x_a: torch.Tensor, x_b: torch.Tensor, batch: int = 50):
+def evaluate_pairs(translator: BaseTranslator, x_a: torch.Tensor, x_b: torch.Tensor, batch: int = 50):
     """Accuracies both ways (keys a2b, b2a, a2b_shapes, b2a_shapes) and the translations."""
     x_ab = torch.cat([translator.translate(x_a[i : i + batch], "a2b") for i in range(0, len(x_a), batch)])
     x_ba = torch.cat([translator.translate(x_b[i : i + batch], "b2a") for i in range(0, len(x_b), batch)])
-    return _accuracies(x_ab, x_ba, x_a, x_b), x_ab, x_ba
+    return accuracies(x_ab, x_ba, x_a, x_b), x_ab, x_ba
 
 
-def _accuracies(x_ab, x_ba, x_a, x_b) -> dict[str, float]:
-    size = x_a.shape[-1]
-    bg_a, bg_b = render([], size, "sketch")[None], render([], size, "paint")[None]
+def accuracies(x_ab, x_ba, x_a, x_b) -> dict[str, float]:
+    """The demo's table row: :func:`unitgan.metrics.synthetic_accuracy` both ways, all and shape pixels."""
     acc = {}
-    acc["a2b"], acc["a2b_shapes"] = _scores(x_ab, x_b, bg_b)
-    acc["b2a"], acc["b2a_shapes"] = _scores(x_ba, x_a, bg_a)
+    for direction, pred, target in (("a2b", x_ab, x_b), ("b2a", x_ba, x_a)):
+        scores = synthetic_accuracy(pred, target, direction, THRESHOLD)
+        acc[direction], acc[f"{direction}_shapes"] = scores["all"], scores["shapes"]
     return acc
 
 
 def _identity_baseline(x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, float]:
     """Copy the input as the answer (grey repeated to RGB, RGB averaged to grey)."""
-    return _accuracies(x_a.expand(-1, 3, -1, -1), x_b.mean(1, keepdim=True), x_a, x_b)
+    return accuracies(x_a.expand(-1, 3, -1, -1), x_b.mean(1, keepdim=True), x_a, x_b)
 
 
 def run_demo(out: Path, overrides: list[str] | None = None, progress: bool = True) -> DemoReport:
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config("demo", [f"train.out_dir={out / 'run'}", *(overrides or [])])
-    x_a, x_b = _test_pairs(cfg)
+    x_a, x_b = held_out_pairs(cfg)
 
     torch.manual_seed(cfg.train.seed)
     untrained = Translator(build_generator(cfg.model), cfg, torch.device("cpu"))

@@ -2,7 +2,8 @@
 
 - UNIT-DA / source-only checkpoints (``da.enabled``): the class head's accuracy on the target test set
   (and on the source test set, for reference).
-- Synthetic domains (ground truth known): pixel accuracy of A->B and B->A on the held-out scenes.
+- Synthetic domains (ground truth known): pixel accuracy of A->B and B->A on the held-out scenes, over all
+  pixels and over the shape pixels, as the demo scores them (:func:`unitgan.metrics.synthetic_accuracy`).
 - Image folders: FID and KID in both directions (testA translated vs real testB, and the reverse); pixel
   accuracy too where a ground-truth folder is given (``gt_a2b``/``gt_b2a``: same file names as testA/testB).
 - Array domains (no DA): FID and KID in both directions on the test splits.
@@ -24,9 +25,9 @@ from unitgan.config import Config, config_from_dict
 from unitgan.data import build_domain
 from unitgan.data.io import list_images, load_image, pil_to_tensor
 from unitgan.errors import UnitganError
-from unitgan.inference import Translator
+from unitgan.inference import BaseTranslator, Translator
 from unitgan.metrics.fid import extract_features, fid_kid, load_inception
-from unitgan.metrics.pixel import pixel_accuracy
+from unitgan.metrics.pixel import THRESHOLD, pixel_accuracy, synthetic_accuracy
 from unitgan.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class EvalOptions:
     data_root: str = ""  # folder data: replaces the checkpoint's data.root (testA/ testB/ inside)
     gt_a2b: str = ""  # folder of ground-truth B images named like testA's files (paired data)
     gt_b2a: str = ""  # folder of ground-truth A images named like testB's files
-    threshold: float = 0.1  # pixel accuracy threshold on the [0, 1] scale
+    threshold: float = THRESHOLD  # pixel accuracy threshold on the [0, 1] scale
     fid: bool | None = None  # None = where it fits (folders, arrays); True/False forces it on/off
     inception: str = ""  # local Inception file (TorchScript or state dict)
     download_inception: bool = False  # allow fetching pytorch-fid's weights (needs internet)
@@ -78,7 +79,7 @@ def _stack(ds, limit: int) -> torch.Tensor:
     return torch.stack([x[0] if isinstance(x, (tuple, list)) else x for x in items])  # [N, C, H, W]
 
 
-def _translate_all(translator: Translator, x: torch.Tensor, direction: str, batch: int) -> torch.Tensor:
+def _translate_all(translator: BaseTranslator, x: torch.Tensor, direction: str, batch: int) -> torch.Tensor:
     return torch.cat([translator.translate(x[i : i + batch], direction) for i in range(0, len(x), batch)])
 
 
@@ -130,8 +131,14 @@ def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> Ev
     x_ba = _translate_all(translator, x_b, "b2a", opts.batch_size)
 
     if cfg.data.source == "synthetic":  # test scene i is the same in both domains: ground truth known
-        report.results["pixel_accuracy_a2b"] = _pixel(x_ab, x_b, opts.threshold)
-        report.results["pixel_accuracy_b2a"] = _pixel(x_ba, x_a, opts.threshold)
+        for direction, pred, target in (("a2b", x_ab, x_b), ("b2a", x_ba, x_a)):
+            scores = synthetic_accuracy(pred, target, direction, opts.threshold)  # the demo's scoring
+            report.results[f"pixel_accuracy_{direction}"] = {
+                "mean": scores["all"],
+                "shapes": scores["shapes"],
+                "threshold": opts.threshold,
+                "per_image": scores["per_image"],
+            }
     if cfg.data.source == "folder":
         files_a = [ds_a.files[i] for i in range(len(x_a))]
         files_b = [ds_b.files[i] for i in range(len(x_b))]

@@ -11,9 +11,10 @@ domain, shared blocks, generator of the target domain; z = mu as at test time):
     config.json           the full config, to rebuild ``UNITGenerator``                (format safetensors)
     export.json           the manifest
 
-Batch, height and width are dynamic; the raw models need H and W to be multiples of ``size_multiple``
-(pad with reflection and crop back, as :class:`ExportedTranslator` and :class:`unitgan.inference.Translator`
-do). :func:`load_export` reads a folder back into something with ``translate(x, direction)``.
+Batch, height and width are dynamic; the raw models need H and W padded as
+:func:`unitgan.inference.pad_for_model` does (the manifest's ``size_rule``), and expect images at the
+training scale (``training_scale``, ``scale_rule``). :func:`load_export` reads a folder back into an
+:class:`unitgan.inference.ExportedTranslator`.
 """
 
 from __future__ import annotations
@@ -21,27 +22,31 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unitgan import __version__
 from unitgan.config import Config, config_from_dict
 from unitgan.errors import UnitganError
-from unitgan.inference import DIRECTIONS, Translator, check_direction, load_generator
+from unitgan.inference import (
+    DIRECTIONS,
+    DirectionalGenerator,
+    ExportedTranslator,
+    Runner,
+    check_direction,
+    load_generator,
+    training_scale,
+)
 from unitgan.models import UNITGenerator, build_generator
 from unitgan.runtime import atomic_write_text, resolve_device
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript", "safetensors")
-ENGINES = ("torch", "onnx")
 MANIFEST = "export.json"
 MANIFEST_VERSION = 1
 ONNX_OPSET = 17
@@ -50,41 +55,11 @@ SAFETENSORS_FILE = "generator.safetensors"
 CONFIG_FILE = "config.json"
 
 
-class DirectionalGenerator(nn.Module):
-    """One direction of a UNIT generator as a plain module: ``x_src -> x_dst`` with z = mu.
-
-    Args:
-        gen: the trained generator; its submodules are shared, not copied.
-        direction: ``'a2b'`` or ``'b2a'``.
-    """
-
-    def __init__(self, gen: UNITGenerator, direction: str):
-        super().__init__()
-        check_direction(direction)
-        self.enc = gen.enc_a if direction == "a2b" else gen.enc_b
-        self.enc_shared = gen.enc_shared
-        self.dec_shared = gen.dec_shared
-        self.dec = gen.dec_b if direction == "a2b" else gen.dec_a
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C_src, H, W] -> [N, C_dst, H, W] in [-1, 1]
-        return self.dec(self.dec_shared(self.enc_shared(self.enc(x))))
-
-
 def resolve_directions(direction: str) -> tuple[str, ...]:
     """``'a2b'``, ``'b2a'`` or ``'both'`` -> the directions to export."""
     if direction == "both":
         return DIRECTIONS
     return (check_direction(direction),)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad [N, C, H, W] on the bottom/right to multiples of ``multiple`` (reflect; replicate if too small)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 def _weight_prefixes(directions: tuple[str, ...]) -> tuple[str, ...]:
@@ -250,9 +225,14 @@ def _manifest(
         "size_multiple": size_multiple,
         "dynamic_axes": ["batch", "height", "width"],
         "size_rule": (
-            f"height and width must be multiples of {size_multiple}: pad bottom/right by reflection "
-            f"to the next multiple, translate, crop back (unitgan's loaders do this); each side must be at "
-            f"least {size_multiple + 1} pixels"
+            f"height and width must be multiples of {size_multiple} and at least {2 * size_multiple}: pad "
+            f"bottom/right to that (by reflection, or by replication where the pad is not smaller than the side), "
+            "translate, crop back (unitgan's loaders do this); any image size translates"
+        ),
+        "training_scale": training_scale(cfg),
+        "scale_rule": (
+            "resize the shorter side to training_scale (aspect kept, antialiased) before translating, as training "
+            "did; 0 means the model was trained at native size (no resize)"
         ),
         "parity_check": {"input_shape": f"[2, C_src, {check_hw[0]}, {check_hw[1]}]", "max_abs_diff": checks},
         "source": source or {},
@@ -305,8 +285,6 @@ def _write_safetensors(gen: UNITGenerator, cfg: Config, directions: tuple[str, .
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading an export back
-
-Runner = Callable[[torch.Tensor], torch.Tensor]  # [N, C_src, H, W] (H, W multiples) -> [N, C_dst, H, W]
 
 
 def _onnx_runner(path: Path, threads: int = 0) -> Runner:
@@ -379,46 +357,6 @@ def _safetensors_runners(
     return runners
 
 
-class ExportedTranslator:
-    """An export folder ready to translate, with the interface of :class:`unitgan.inference.Translator`.
-
-    Args:
-        runners: one callable per exported direction, [N, C_src, H, W] -> [N, C_dst, H, W] for H, W
-            multiples of ``size_multiple``.
-        manifest: the parsed ``export.json``.
-        engine: ``'onnx'`` (onnxruntime) or ``'torch'``.
-    """
-
-    def __init__(self, runners: dict[str, Runner], manifest: dict[str, Any], engine: str):
-        self.runners = runners
-        self.manifest = manifest
-        self.engine = engine
-        self.cfg = config_from_dict(manifest["config"])
-        self.directions = tuple(d for d in DIRECTIONS if d in runners)
-        self.size_multiple = int(manifest["size_multiple"])
-
-    def channels(self, domain: str) -> int:
-        return self.cfg.model.input_nc_a if domain == "a" else self.cfg.model.input_nc_b
-
-    def translate(self, x: torch.Tensor, direction: str) -> torch.Tensor:
-        """[N, C_src, H, W] in [-1, 1] -> [N, C_dst, H, W] (float32, CPU); any H, W (padded, cropped back)."""
-        check_direction(direction)
-        if direction not in self.runners:
-            raise UnitganError(f"direction '{direction}' is not in this export (it has {', '.join(self.directions)})")
-        src = direction[0]
-        if x.ndim != 4 or x.shape[1] != self.channels(src):
-            raise UnitganError(f"input must be [N, {self.channels(src)}, H, W] for {direction}, got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        if min(h, w) <= self.size_multiple:  # the latent would be 1x1, which instance norm rejects
-            raise UnitganError(f"input is {h}x{w}; height and width must be at least {self.size_multiple + 1}")
-        y = self.runners[direction](pad_to_multiple(x.float(), self.size_multiple))
-        return y[..., :h, :w].float().cpu()
-
-    # File handling is Translator's: it only calls translate() and channels().
-    translate_files = Translator.translate_files
-    _flush = Translator._flush
-
-
 def is_export_dir(path: str | Path) -> bool:
     return (Path(path).expanduser() / MANIFEST).is_file()
 
@@ -464,43 +402,12 @@ def load_export(path: str | Path, device: str = "cpu", threads: int = 0) -> Expo
     fmt = manifest["format"]
     directions = tuple(d for d in DIRECTIONS if d in manifest["directions"])
     files = {d: folder / Path(manifest["directions"][d]["file"]).name for d in directions}
+    dev = torch.device("cpu") if fmt == "onnx" else resolve_device(device)
     if fmt == "onnx":
         runners = {d: _onnx_runner(files[d], threads) for d in directions}
-        engine = "onnx"
     elif fmt == "torchscript":
-        dev = resolve_device(device)
         runners = {d: _torchscript_runner(files[d], dev) for d in directions}
-        engine = "torch"
     else:
-        runners = _safetensors_runners(folder, cfg, directions, resolve_device(device))
-        engine = "torch"
+        runners = _safetensors_runners(folder, cfg, directions, dev)
     log.info("loaded %s export %s (%s)", fmt, folder, ", ".join(directions))
-    return ExportedTranslator(runners, manifest, engine)
-
-
-def open_translator(
-    source: str | Path, engine: str = "torch", device: str = "auto", precision: str = "fp32", threads: int = 0
-) -> Translator | ExportedTranslator:
-    """A translator for a checkpoint file or an export folder, on the given engine.
-
-    engine 'torch': a checkpoint (Translator) or a TorchScript/safetensors export. engine 'onnx': an ONNX
-    export, or a checkpoint exported to ONNX in a temporary folder first.
-    """
-    if engine not in ENGINES:
-        raise UnitganError(f"engine '{engine}' is not one of {', '.join(ENGINES)}")
-    if engine == "onnx" and precision != "fp32":
-        raise UnitganError(f"the onnx engine runs in fp32 only, got precision {precision}")
-    if is_export_dir(source):
-        fmt = read_manifest(source)["format"]
-        if (engine == "onnx") != (fmt == "onnx"):
-            want = "onnx" if engine == "onnx" else "torchscript or safetensors"
-            raise UnitganError(f"export '{source}' is in {fmt} format; engine {engine} needs a {want} export")
-        if precision != "fp32":
-            raise UnitganError(f"exports run in fp32 only, got precision {precision}")
-        return load_export(source, device=device, threads=threads)
-    if engine == "torch":
-        return Translator.from_checkpoint(source, device, precision)
-    with tempfile.TemporaryDirectory(prefix="unitgan-onnx-") as tmp:
-        log.info("exporting %s to ONNX in a temporary folder", source)
-        export_checkpoint(source, tmp, "both", "onnx")
-        return load_export(tmp, threads=threads)  # sessions hold the models in memory
+    return ExportedTranslator(runners, manifest, "onnx" if fmt == "onnx" else "torch", dev)

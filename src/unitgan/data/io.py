@@ -14,7 +14,7 @@ from unitgan.errors import UnitganError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+def to_mode(img: Image.Image, channels: int) -> Image.Image:
     """Convert any PIL mode (palette, CMYK, alpha, 16-bit, float) to 'L' (channels=1) or 'RGB' (3)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -35,7 +35,7 @@ def load_image(path: str | Path, channels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
-                return _to_mode(img, channels)
+                return to_mode(img, channels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise UnitganError(f"image '{path}' is too large to decode safely ({_first_sentence(e)})") from None
     except UnidentifiedImageError:

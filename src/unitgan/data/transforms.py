@@ -6,6 +6,11 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 
+def resize_shorter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """[..., H, W] -> the shorter side resized to ``size``, aspect kept (antialiased); ``size`` 0 keeps it."""
+    return TF.resize(x, [size], antialias=True) if size else x
+
+
 def augment(
     x: torch.Tensor,
     load_size: int,
@@ -17,8 +22,7 @@ def augment(
     """[C, H, W] -> [C, crop, crop]: resize shorter side to ``load_size`` (if set), random crop and flip
     while training (centre crop at test). Images whose shorter side is under ``crop_size`` are resized up
     to it only when ``load_size`` is 0 and the caller allowed it."""
-    if load_size:
-        x = TF.resize(x, [load_size], antialias=True)
+    x = resize_shorter(x, load_size)
     _, h, w = x.shape
     if train:
         top = int(torch.randint(0, h - crop_size + 1, (1,), generator=generator))

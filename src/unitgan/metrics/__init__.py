@@ -7,7 +7,7 @@ from unitgan.metrics.fid import (
     kernel_inception_distance,
     load_inception,
 )
-from unitgan.metrics.pixel import pixel_accuracy
+from unitgan.metrics.pixel import pixel_accuracy, synthetic_accuracy
 
 __all__ = [
     "classification_accuracy",
@@ -16,4 +16,5 @@ __all__ = [
     "kernel_inception_distance",
     "load_inception",
     "pixel_accuracy",
+    "synthetic_accuracy",
 ]

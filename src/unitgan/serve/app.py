@@ -7,8 +7,12 @@ never share a batch and never see each other's results. Every bad request gets a
 
     413  body or image larger than ``max_bytes``
     415  not an image (unknown format)
-    400  image cannot be decoded, more pixels than ``max_pixels`` (decompression bomb), too small, empty
+    400  image cannot be decoded, more pixels than ``max_pixels`` (decompression bomb), empty
     422  unknown or missing direction, missing ``image`` field
+
+Scale: as ``unitgan translate``, an image is translated at the scale the model was trained at (the shorter
+side at ``data.load_size``; native if that is 0), or at native resolution with ``native``; the answer is
+resized back to the input's size, so the page shows input and translation side by side at one size.
 """
 
 from __future__ import annotations
@@ -18,31 +22,23 @@ import logging
 import re
 import threading
 from importlib import resources
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
-import torch
+import torchvision.transforms.v2.functional as TF
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from unitgan import __version__
-from unitgan.data.io import _to_mode, pil_to_tensor, tensor_to_pil
-from unitgan.inference import DIRECTIONS
+from unitgan.data.io import tensor_to_pil, to_mode
+from unitgan.inference import BaseTranslator
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 10 * 2**20  # 10 MiB per uploaded image
 DEFAULT_MAX_PIXELS = 2**20  # 1024 x 1024; memory grows with pixels times model width
 FORM_OVERHEAD = 64 * 2**10  # multipart headers and small fields allowed on top of max_bytes
-
-
-class TranslatorLike(Protocol):
-    """What the app needs: :class:`unitgan.inference.Translator` and :class:`unitgan.export.ExportedTranslator`."""
-
-    def translate(self, x: torch.Tensor, direction: str) -> torch.Tensor: ...  # [N, C_src, H, W] -> [N, C_dst, H, W]
-
-    def channels(self, domain: str) -> int: ...
 
 
 class BadImage(Exception):
@@ -53,13 +49,7 @@ class BadImage(Exception):
         self.status = status
 
 
-def size_multiple_of(translator: TranslatorLike) -> int:
-    """The spatial multiple the model needs (Translator keeps it on its generator)."""
-    m = getattr(translator, "size_multiple", None)
-    return int(m) if m is not None else int(translator.gen.size_multiple)  # type: ignore[attr-defined]
-
-
-def decode_upload(data: bytes, channels: int, max_pixels: int, min_side: int) -> Image.Image:
+def decode_upload(data: bytes, channels: int, max_pixels: int) -> Image.Image:
     """Bytes of an uploaded file -> PIL 'L' or 'RGB', checking the pixel count before decoding."""
     if not data:
         raise BadImage(400, "the uploaded file is empty")
@@ -72,10 +62,8 @@ def decode_upload(data: bytes, channels: int, max_pixels: int, min_side: int) ->
                     f"image is {w}x{h} = {w * h} pixels, more than the limit of {max_pixels} "
                     "(refused as a possible decompression bomb)",
                 )
-            if min(w, h) < min_side:
-                raise BadImage(400, f"image is {w}x{h}; each side must be at least {min_side} pixels")
             img.load()
-            return _to_mode(img, channels)
+            return to_mode(img, channels)
     except Image.DecompressionBombError as e:
         raise BadImage(400, f"image refused as a decompression bomb: {e}") from None
     except UnidentifiedImageError:
@@ -87,7 +75,7 @@ def decode_upload(data: bytes, channels: int, max_pixels: int, min_side: int) ->
         raise BadImage(400, f"the uploaded image cannot be decoded: {reason}") from None
 
 
-def _safe_stem(filename: str | None) -> str:
+def safe_stem(filename: str | None) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", (filename or "image").rsplit("/", 1)[-1].rsplit(".", 1)[0])
     return stem.strip("._")[:80] or "image"
 
@@ -146,10 +134,11 @@ class BodyLimit:
 
 
 def create_app(
-    translator: TranslatorLike,
+    translator: BaseTranslator,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     directions: tuple[str, ...] | None = None,
+    native: bool = False,
 ) -> FastAPI:
     """The FastAPI app around a loaded translator.
 
@@ -158,19 +147,19 @@ def create_app(
         max_bytes: the largest uploaded image in bytes (413 above it).
         max_pixels: the most pixels (width x height) an image may declare; checked before decoding (400).
         directions: the directions offered; default those of the translator (both for a checkpoint).
+        native: translate at the uploaded image's resolution instead of the training scale.
     """
-    directions = tuple(directions or getattr(translator, "directions", DIRECTIONS))
-    multiple = size_multiple_of(translator)
-    min_side = multiple + 1
+    directions = tuple(directions or translator.directions)
     lock = threading.Lock()
     info = {
         "directions": list(directions),
         "channels": {"a": translator.channels("a"), "b": translator.channels("b")},
-        "size_multiple": multiple,
-        "min_side": min_side,
+        "size_multiple": translator.size_multiple,
+        "training_scale": translator.scale,
+        "native": native,
         "max_bytes": max_bytes,
         "max_pixels": max_pixels,
-        "engine": getattr(translator, "engine", "torch"),
+        "engine": translator.engine,
         "unitgan_version": __version__,
     }
 
@@ -212,7 +201,7 @@ def create_app(
         response_class=Response,
         responses={
             200: {"content": {"image/png": {}}, "description": "the translation, PNG, same size as the input"},
-            400: {"description": "undecodable, empty, too small, or too many pixels (decompression bomb)"},
+            400: {"description": "undecodable, empty, or too many pixels (decompression bomb)"},
             413: {"description": "larger than max_bytes"},
             415: {"description": "not an image"},
             422: {"description": "unknown or missing direction, or no image field"},
@@ -230,15 +219,17 @@ def create_app(
         if len(data) > max_bytes:
             raise HTTPException(413, too_large)
         try:
-            img = decode_upload(data, translator.channels(chosen[0]), max_pixels, min_side)
+            img = decode_upload(data, translator.channels(chosen[0]), max_pixels)
         except BadImage as e:
             raise HTTPException(e.status, str(e)) from None
-        x = pil_to_tensor(img).unsqueeze(0)  # [1, C_src, H, W] in [-1, 1]
+        x = translator.prepare(img, native=native).unsqueeze(0)  # [1, C_src, H', W'] at the translation scale
         with lock:
-            y = translator.translate(x, chosen)  # [1, C_dst, H, W]
+            y = translator.translate(x, chosen)[0]  # [C_dst, H', W']
+        if tuple(y.shape[-2:]) != (img.height, img.width):
+            y = TF.resize(y, [img.height, img.width], antialias=True)  # [C_dst, H, W], the input's size
         buf = io.BytesIO()
-        tensor_to_pil(y[0]).save(buf, format="PNG")
-        name = f"{_safe_stem(image.filename)}_{chosen}.png"
+        tensor_to_pil(y).save(buf, format="PNG")
+        name = f"{safe_stem(image.filename)}_{chosen}.png"
         log.debug("translated %s %dx%d %s", image.filename, img.width, img.height, chosen)
         return Response(
             buf.getvalue(),

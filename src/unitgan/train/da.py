@@ -14,7 +14,9 @@ and one discriminator update, as in plain UNIT, with two additions (the paper's 
   generators want them judged real), as in the authors' DA code.
 
 Target labels are never read during training; the run ends at ``train.steps`` (the last step is the one
-evaluated, no checkpoint is chosen by target accuracy). With ``da.source_only`` only the source path of the
+evaluated into ``da_results.json``, no checkpoint is chosen by target accuracy; ``da.eval_every`` adds a
+learning curve to ``metrics.jsonl``). It runs in the one training loop (``unitgan.train.loop``) as the
+trainer ``unit_da``: resume, signals, the non-finite guard and torchrun work as for UNIT. With ``da.source_only`` only the source path of the
 classifier (private_a + trunk + head) is trained, and target images are classified through that same path.
 """
 
@@ -22,69 +24,107 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from unitgan.config import Config, save_config
-from unitgan.data import build_domain, build_loader
+from unitgan.config import Config
+from unitgan.data import build_domain
 from unitgan.errors import UnitganError
 from unitgan.losses import gan_d_loss, gan_g_loss, kl_loss, l1_loss
 from unitgan.metrics.da import classification_accuracy
-from unitgan.models import UNITGenerator
+from unitgan.models import UNITGenerator, build_generator
 from unitgan.models.da import DADiscriminator
-from unitgan.runtime import resolve_device, set_requires_grad
-from unitgan.train.checkpoint import load_latest, save_checkpoint
-from unitgan.train.logger import RunLogger
-from unitgan.train.loop import TrainResult, _cycle, _get_rng, _set_rng, _StopFlag, check_finite
+from unitgan.runtime import atomic_write_text, set_requires_grad
+from unitgan.train.base import TrainData, build_adam, build_step_lr, endless_batches, weights_finite
+from unitgan.train.distributed import average_gradients
 
 log = logging.getLogger(__name__)
 
 
 class DATrainer(nn.Module):
     """``gen`` (the UNIT encoders/generators), ``dis`` (both discriminators with the shared trunk and the
-    class head), their Adam optimisers and step schedulers."""
+    class head), their Adam optimisers and step schedulers. Implements :class:`unitgan.train.base.Trainer`."""
 
-    def __init__(self, cfg: Config, device: torch.device):
+    state_keys = ("gen", "dis", "opt_gen", "opt_dis")
+
+    def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
+        """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
         super().__init__()
-        self.cfg, self.device = cfg, device
-        o = cfg.optim
-        self.gen = UNITGenerator(cfg.model)
+        if cfg.da.source_only and cfg.model.input_nc_a != cfg.model.input_nc_b:
+            raise UnitganError(
+                "config key 'da.source_only' needs model.input_nc_a == model.input_nc_b (one input path)"
+            )
+        self.cfg, self.device, self.ddp = cfg, device, ddp
+        self.gen = build_generator(cfg.model)
         self.dis = DADiscriminator(cfg)
         self.to(device)
-        adam: dict[str, Any] = {"betas": (o.beta1, o.beta2), "weight_decay": o.weight_decay}
-        self.opt_gen = torch.optim.Adam(self.gen.parameters(), lr=o.lr, **adam)
-        self.opt_dis = torch.optim.Adam(self.dis.parameters(), lr=o.dis_lr or o.lr, **adam)
-        step = o.lr_step if o.lr_step > 0 else 1 << 62
-        self.sched_gen = torch.optim.lr_scheduler.StepLR(self.opt_gen, step, o.lr_gamma)
-        self.sched_dis = torch.optim.lr_scheduler.StepLR(self.opt_dis, step, o.lr_gamma)
+        o = cfg.optim
+        self.opt_gen = build_adam(self.gen.parameters(), o.lr, cfg, device)
+        self.opt_dis = build_adam(self.dis.parameters(), o.dis_lr or o.lr, cfg, device)
+        self.sched_gen, self.sched_dis = build_step_lr(self.opt_gen, cfg), build_step_lr(self.opt_dis, cfg)
+        self.skip_nonfinite = cfg.train.nonfinite == "skip"
+        self.last_skipped = False
+        self.eval_every = cfg.da.eval_every
+        self._test_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # loaded on the first evaluate
 
     @property
     def eval_domain(self) -> str:
         """The path target images take through the classifier: 'b' (UNIT-DA) or 'a' (source-only)."""
         return "a" if self.cfg.da.source_only else "b"
 
+    def data(self, start_step: int, rank: int, world_size: int) -> TrainData:
+        """Labelled source batches and unlabelled target batches: a step's batch is ``(x_a, y_a, x_b)``."""
+        cfg, seed = self.cfg, self.cfg.train.seed
+        ds_a = build_domain(cfg, "a", "train", return_labels=True)
+        if not getattr(ds_a, "return_labels", False):
+            raise UnitganError(f"data.a '{cfg.data.a}' has no labels: UNIT-DA needs a labelled source")
+        ds_b = build_domain(cfg, "b", "train")  # target labels are never read
+        it_a = endless_batches(cfg, ds_a, seed * 2, start_step, rank, world_size, self.device)
+        it_b = endless_batches(cfg, ds_b, seed * 2 + 1, start_step, rank, world_size, self.device)
+
+        def next_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            x_a, y_a = next(it_a)
+            return x_a, y_a, next(it_b)
+
+        return TrainData(next_batch, (ds_a, ds_b))
+
+    def fixed_batch(self) -> None:
+        return None
+
+    def sample_rows(self, fixed: None) -> list[torch.Tensor]:
+        return []  # the run is judged by its accuracy (da_results.json), not by image grids
+
     def train_step(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One E/G update and one D update (only the classifier update when source-only)."""
+        """One E/G update and one D update (only the classifier update when source-only). Both gradients are
+        taken before either optimiser steps (the D pass reads only detached translations), so a non-finite
+        step can be skipped whole (``train.nonfinite=skip``)."""
         x_a, y_a, x_b = x_a.to(self.device), y_a.to(self.device), x_b.to(self.device)
         self.train()
+        self.opt_gen.zero_grad(set_to_none=True)
+        self.opt_dis.zero_grad(set_to_none=True)
         if self.cfg.da.source_only:
             loss = F.cross_entropy(self.dis.classify(x_a, "a"), y_a)
-            self.opt_dis.zero_grad(set_to_none=True)
             loss.backward()
-            self.opt_dis.step()
+            stats = {"cls_a": loss.detach()}
+            self._update(loss.detach(), (self.opt_dis, self.dis))
             self.sched_dis.step()
-            return {"cls_a": loss.detach()}
+            return stats
+        loss_g, terms, fake_a, fake_b, x_aa, x_bb = self._gen_backward(x_a, x_b)
+        loss_d = self._dis_backward(x_a, y_a, x_b, fake_a, fake_b, x_aa, x_bb, terms)
+        self._update(torch.stack([loss_g, loss_d]), (self.opt_gen, self.gen), (self.opt_dis, self.dis))
+        self.sched_gen.step()
+        self.sched_dis.step()
+        return {"loss_g": loss_g, "loss_d": loss_d, **terms}
+
+    def _gen_backward(self, x_a: torch.Tensor, x_b: torch.Tensor):
+        """The E/G loss (UNIT's terms, plus the DA feature loss with ``da.feat_update`` gen/both) and its
+        backward; the discriminator is frozen."""
         w, da, gan_type = self.cfg.loss, self.cfg.da, self.cfg.model.gan_type
         g, n = self.gen, x_a.shape[0]
-
-        # encoder/generator step, discriminator frozen
         set_requires_grad(self.dis, False)
         mu_a, mu_b = g.encode(x_a, "a"), g.encode(x_b, "b")  # [N, C, h, w]
         z = UNITGenerator.sample(torch.cat([mu_a, mu_b]))  # z_a then z_b
@@ -120,33 +160,47 @@ class DATrainer(nn.Module):
             h_bb = h_fb[n:] if da.recon_fake else self.dis.features(x_bb, "b")
             terms["feat_g"] = l1_loss(h_aa, h_fb[:n]) + l1_loss(h_bb, h_fa[:n])
             loss_g = loss_g + da.feat_w * terms["feat_g"]
-        self.opt_gen.zero_grad(set_to_none=True)
         loss_g.backward()
-        self.opt_gen.step()
-
-        # discriminator step: GAN on both domains, class head on source labels only, and (feat_update dis)
-        # the trunk learns to give x_ab the features of x_aa and x_ba those of x_bb
         set_requires_grad(self.dis, True)
-        s_a, c_a, h_a = self.dis(torch.cat([x_a, fake_a.detach()]), "a")  # real, x_ba[, x_aa]
-        s_b, c_b, h_b = self.dis(torch.cat([x_b, fake_b.detach()]), "b")  # real, x_ab[, x_bb]
-        terms["dis_a"] = gan_d_loss([s[:n] for s in s_a], [s[n:] for s in s_a], gan_type)
-        terms["dis_b"] = gan_d_loss([s[:n] for s in s_b], [s[n:] for s in s_b], gan_type)
-        terms["cls_a"] = F.cross_entropy(c_a[:n], y_a)
-        loss_d = w.gan_w * (terms["dis_a"] + terms["dis_b"]) + da.cls_w * terms["cls_a"]
+        terms = {k: v.detach() for k, v in terms.items()}
+        return loss_g.detach(), terms, fake_a.detach(), fake_b.detach(), x_aa.detach(), x_bb.detach()
+
+    def _dis_backward(self, x_a, y_a, x_b, fake_a, fake_b, x_aa, x_bb, terms: dict) -> torch.Tensor:
+        """The D loss and its backward: GAN on both domains, class head on source labels only, and
+        (``da.feat_update`` dis/both) the trunk learns to give x_ab the features of x_aa and x_ba those of
+        x_bb. Adds its terms to ``terms``."""
+        w, da, gan_type, n = self.cfg.loss, self.cfg.da, self.cfg.model.gan_type, x_a.shape[0]
+        s_a, c_a, h_a = self.dis(torch.cat([x_a, fake_a]), "a")  # real, x_ba[, x_aa]
+        s_b, c_b, h_b = self.dis(torch.cat([x_b, fake_b]), "b")  # real, x_ab[, x_bb]
+        new = {
+            "dis_a": gan_d_loss([s[:n] for s in s_a], [s[n:] for s in s_a], gan_type),
+            "dis_b": gan_d_loss([s[:n] for s in s_b], [s[n:] for s in s_b], gan_type),
+            "cls_a": F.cross_entropy(c_a[:n], y_a),
+        }
+        loss_d = w.gan_w * (new["dis_a"] + new["dis_b"]) + da.cls_w * new["cls_a"]
         if da.cls_ab_w > 0:
-            terms["cls_ab"] = F.cross_entropy(c_b[n : 2 * n], y_a)  # x_ab keeps the label of its x_a
-            loss_d = loss_d + da.cls_ab_w * terms["cls_ab"]
+            new["cls_ab"] = F.cross_entropy(c_b[n : 2 * n], y_a)  # x_ab keeps the label of its x_a
+            loss_d = loss_d + da.cls_ab_w * new["cls_ab"]
         if da.feat_w > 0 and da.feat_update in ("dis", "both"):
-            h_aa = h_a[2 * n :] if da.recon_fake else self.dis.features(x_aa.detach(), "a")
-            h_bb = h_b[2 * n :] if da.recon_fake else self.dis.features(x_bb.detach(), "b")
-            terms["feat_d"] = l1_loss(h_b[n : 2 * n], h_aa) + l1_loss(h_a[n : 2 * n], h_bb)
-            loss_d = loss_d + da.feat_w * terms["feat_d"]
-        self.opt_dis.zero_grad(set_to_none=True)
+            h_aa = h_a[2 * n :] if da.recon_fake else self.dis.features(x_aa, "a")
+            h_bb = h_b[2 * n :] if da.recon_fake else self.dis.features(x_bb, "b")
+            new["feat_d"] = l1_loss(h_b[n : 2 * n], h_aa) + l1_loss(h_a[n : 2 * n], h_bb)
+            loss_d = loss_d + da.feat_w * new["feat_d"]
         loss_d.backward()
-        self.opt_dis.step()
-        self.sched_gen.step()
-        self.sched_dis.step()
-        return {"loss_g": loss_g.detach(), "loss_d": loss_d.detach(), **{k: v.detach() for k, v in terms.items()}}
+        terms.update({k: v.detach() for k, v in new.items()})
+        return loss_d.detach()
+
+    def _update(self, losses: torch.Tensor, *pairs: tuple[torch.optim.Optimizer, nn.Module]) -> None:
+        """Average gradients over ranks (torchrun), then step each optimiser, unless the losses are not
+        finite and ``train.nonfinite=skip`` (one host sync)."""
+        self.last_skipped = self.skip_nonfinite and not bool(torch.isfinite(losses).all())
+        for opt, module in pairs:
+            if self.last_skipped:
+                opt.zero_grad(set_to_none=True)
+                continue
+            if self.ddp:
+                average_gradients(module)
+            opt.step()
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor, domain: str) -> torch.Tensor:
@@ -156,6 +210,25 @@ class DATrainer(nn.Module):
         out = self.dis.classify(x.to(self.device), domain)
         self.train(was_training)
         return out
+
+    def evaluate(self, step: int, run_dir: Path, final: bool) -> dict[str, float]:
+        """Target (and source) test accuracy; at the end of the run also into ``da_results.json``."""
+        results = evaluate_da(self, self.cfg, self._test_splits)
+        if final:
+            kind = "source-only classifier" if self.cfg.da.source_only else "UNIT-DA"
+            atomic_write_text(
+                run_dir / "da_results.json", json.dumps({"step": step, "kind": kind, **results}, indent=2)
+            )
+            log.info(
+                "%s: target accuracy %.4f, source accuracy %.4f", kind, results["target_acc"], results["source_acc"]
+            )
+        return {"target_acc": results["target_acc"], "source_acc": results["source_acc"]}
+
+    def learning_rate(self) -> float:
+        return self.opt_gen.param_groups[0]["lr"]
+
+    def weights_finite(self) -> bool:
+        return weights_finite(self)
 
     def state(self) -> dict[str, Any]:
         return {
@@ -199,77 +272,3 @@ def evaluate_da(
         "source_acc": classification_accuracy(lambda x: trainer.classify(x, "a"), x_a, y_a),
         "n_target_test": len(x_b),
     }
-
-
-def train_da(cfg: Config, progress: bool = True) -> TrainResult:
-    """Train (or resume) a UNIT-DA or source-only run; evaluates the last step and writes ``da_results.json``."""
-    tc = cfg.train
-    run_dir = Path(tc.out_dir).expanduser()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = resolve_device(tc.device)
-    if cfg.da.source_only and cfg.model.input_nc_a != cfg.model.input_nc_b:
-        raise UnitganError("config key 'da.source_only' needs model.input_nc_a == model.input_nc_b (one input path)")
-    torch.manual_seed(tc.seed)
-    trainer = DATrainer(cfg, device)
-    state = load_latest(run_dir, map_location=device)
-    step = 0
-    if state is not None:
-        trainer.load_state(state)
-        step = int(state["step"])
-        log.info("resuming from %s (step %d)", state["_path"], step)
-    save_config(cfg, run_dir / "config.yaml")
-    ds_a = build_domain(cfg, "a", "train", return_labels=True)
-    if not getattr(ds_a, "return_labels", False):
-        raise UnitganError(f"data.a '{cfg.data.a}' has no labels: UNIT-DA needs a labelled source")
-    ds_b = build_domain(cfg, "b", "train")  # target labels are never read
-    bs = cfg.data.batch_size
-    it_a = iter(_cycle(build_loader(cfg, ds_a, seed=tc.seed * 2, start=step * bs, device=device)))
-    it_b = iter(_cycle(build_loader(cfg, ds_b, seed=tc.seed * 2 + 1, start=step * bs, device=device)))
-    if state is not None:
-        _set_rng(state["rng"], device)
-    logger = RunLogger(run_dir, tensorboard=False)
-    kind = "source-only classifier" if cfg.da.source_only else "UNIT-DA"
-    log.info("training %s on %s: %d -> %d steps, batch %d per domain", kind, device, step, tc.steps, bs)
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress, dynamic_ncols=True, unit="step")
-    t0, step0, ckpt = time.time(), step, None
-    test_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    with _StopFlag() as stop:
-        try:
-            while step < tc.steps and stop.signum is None:
-                x_a, y_a = next(it_a)
-                x_b = next(it_b)
-                stats = trainer.train_step(x_a, y_a, x_b)
-                step += 1
-                bar.update(1)
-                if step % tc.log_every == 0 or step == tc.steps:
-                    values = {k: float(v) for k, v in stats.items()}
-                    check_finite(values, step)
-                    values["steps_per_s"] = (step - step0) / max(time.time() - t0, 1e-9)
-                    logger.scalars(step, values)
-                    bar.set_postfix(cls=f"{values['cls_a']:.3g}")
-                if cfg.da.eval_every and step % cfg.da.eval_every == 0 and step < tc.steps:
-                    # a learning curve for the log only: nothing is chosen by it
-                    acc = evaluate_da(trainer, cfg, test_splits)
-                    logger.scalars(step, {"target_acc": acc["target_acc"], "source_acc": acc["source_acc"]})
-                if step % tc.ckpt_every == 0 or step == tc.steps:
-                    st = trainer.state()
-                    st.update(step=step, config=cfg.to_dict(), rng=_get_rng(device))
-                    ckpt = save_checkpoint(st, run_dir, tc.keep_last)
-        except KeyboardInterrupt:
-            stop.signum = signal.SIGINT
-        finally:
-            bar.close()
-            logger.close()
-    if stop.signum is not None and step < tc.steps:  # checkpoint where it stopped; rerun to resume
-        if ckpt is None or not ckpt.name.endswith(f"{step:09d}.pt"):
-            st = trainer.state()
-            st.update(step=step, config=cfg.to_dict(), rng=_get_rng(device))
-            ckpt = save_checkpoint(st, run_dir, tc.keep_last)
-        log.info("stopped by signal %d at step %d; checkpoint %s", stop.signum, step, ckpt)
-        return TrainResult(run_dir, step, ckpt, interrupted=True)
-    results = {"step": step, "kind": kind, **evaluate_da(trainer, cfg, test_splits)}
-    (run_dir / "da_results.json").write_text(json.dumps(results, indent=2))
-    log.info("%s: target accuracy %.4f, source accuracy %.4f", kind, results["target_acc"], results["source_acc"])
-    return TrainResult(run_dir, step, ckpt)

@@ -145,3 +145,18 @@ def init(device: torch.device, rank: int, world_size: int, local_rank: int, time
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of the latent noise of one rank: distinct per rank, rank 0 of a 1-process run = ``seed``."""
     return (seed + rank * 0x9E3779B97F4A7C15) % (1 << 63)
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Average the gradients of ``module`` over all ranks in place (for trainers that do not wrap their
+    passes in DistributedDataParallel; every rank must hold gradients for the same parameters)."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads or not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()

@@ -1,7 +1,13 @@
 """The UNIT trainer: owns the networks, optimisers and schedulers, and runs one training step.
 
-A step is one encoder/generator update followed by one discriminator update. The translations computed for
-the generator step are reused (detached) by the discriminator step, so the generators run once per step.
+A step is one encoder/generator (E/G) update and one discriminator (D) update, in one of two orders
+(``train.update_order``):
+
+- ``simultaneous``: both gradients are taken at the step's starting weights; the translations computed for
+  the E/G loss are reused (detached) by the D loss, so the generators run once per step;
+- ``alternating`` (the authors' version_02 ``cocogan_trainer.py``): the D loss on fresh translations made by
+  the current generators, the D optimiser steps, then the E/G loss is computed against the updated D.
+
 Each phase is a module whose ``forward()`` returns its loss (``GenPhase``, ``DisPhase``), so that under
 torchrun DistributedDataParallel can wrap it: DDP averages the gradients of the parameters of the module
 whose ``forward()`` it hooks. ``train.accumulate`` splits a step into micro-batches.
@@ -9,31 +15,34 @@ whose ``forward()`` it hooks. ``train.accumulate`` splits a step into micro-batc
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from unitgan.config import Config
+from unitgan.data import build_domain
+from unitgan.errors import UnitganError
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import UNITGenerator, build_discriminators, build_generator
 from unitgan.models.layers import ResBlock
 from unitgan.runtime import autocast, check_precision, set_requires_grad
+from unitgan.train.base import (
+    TrainData,
+    build_adam,
+    build_step_lr,
+    endless_batches,
+    maybe_no_sync,
+    weights_finite,
+)
 
 log = logging.getLogger(__name__)
 
 
-def _maybe_no_sync(module: nn.Module, sync: bool):
-    """DDP's ``no_sync()`` on inner micro-batches (gradients stay local until the last one)."""
-    if sync or not hasattr(module, "no_sync"):
-        return contextlib.nullcontext()
-    return module.no_sync()
-
-
-def _gen_forward(g: UNITGenerator, x_a: torch.Tensor, x_b: torch.Tensor) -> GenOutputs:
+def gen_forward(g: UNITGenerator, x_a: torch.Tensor, x_b: torch.Tensor) -> GenOutputs:
     n = x_a.shape[0]
     mu_a = g.encode(x_a, "a")  # [N, C, h, w]
     mu_b = g.encode(x_b, "b")
@@ -63,7 +72,7 @@ class GenPhase(nn.Module):
 
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, dict, GenOutputs]:
         dis_a, dis_b = self._dis
-        out = _gen_forward(self.gen, x_a, x_b)
+        out = gen_forward(self.gen, x_a, x_b)
         loss, terms = unit_gen_loss(out, dis_b(out.x_ab), dis_a(out.x_ba), self.loss_cfg, self.gan_type)
         return loss, terms, out
 
@@ -89,16 +98,18 @@ class DisPhase(nn.Module):
 
 class UNITTrainer(nn.Module):
     """Networks (``gen`` with ``enc_a``/``enc_b``/``dec_a``/``dec_b`` and shared blocks, ``dis_a``,
-    ``dis_b``), their Adam optimisers and step schedulers."""
+    ``dis_b``), their Adam optimisers and step schedulers. Implements :class:`unitgan.train.base.Trainer`."""
+
+    state_keys = ("gen", "dis_a", "dis_b", "opt_gen", "opt_dis")
+    eval_every = 0  # no periodic evaluation (``unitgan evaluate`` scores a checkpoint)
 
     def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
         """``ddp``: wrap the E/G and D passes in DistributedDataParallel (the process group must exist)."""
         super().__init__()
         self.cfg = cfg
         self.device = device
-        m, o = cfg.model, cfg.optim
-        self.gen = build_generator(m)
-        self.dis_a, self.dis_b = build_discriminators(m)
+        self.gen = build_generator(cfg.model)
+        self.dis_a, self.dis_b = build_discriminators(cfg.model)
         if cfg.train.activation_checkpointing:
             for module in self.gen.modules():
                 if isinstance(module, ResBlock):
@@ -109,32 +120,18 @@ class UNITTrainer(nn.Module):
             self.to(memory_format=torch.channels_last)
         if cfg.train.compile:  # in place: state-dict keys stay those of the plain modules
             g = self.gen
-            for module in (
-                g.enc_a,
-                g.enc_b,
-                g.enc_shared,
-                g.dec_shared,
-                g.dec_a,
-                g.dec_b,
-                self.dis_a,
-                self.dis_b,
-            ):
+            for module in (g.enc_a, g.enc_b, g.enc_shared, g.dec_shared, g.dec_a, g.dec_b, self.dis_a, self.dis_b):
                 module.compile()
 
-        adam: dict[str, Any] = {"betas": (o.beta1, o.beta2), "weight_decay": o.weight_decay}
-        if o.fused and device.type in ("cuda", "cpu"):  # one kernel per update (about 4x faster on a CPU)
-            adam["fused"] = True
-        elif device.type != "cpu":
-            adam["foreach"] = True
-        self.opt_gen = torch.optim.Adam(self.gen.parameters(), lr=o.lr, **adam)
+        o = cfg.optim
+        self.opt_gen = build_adam(self.gen.parameters(), o.lr, cfg, device)
         dis_params = list(nn.ModuleList([self.dis_a, self.dis_b]).parameters())  # a shared layer counts once
-        self.opt_dis = torch.optim.Adam(dis_params, lr=o.dis_lr or o.lr, **adam)
-        step = o.lr_step if o.lr_step > 0 else 1 << 62
-        self.sched_gen = torch.optim.lr_scheduler.StepLR(self.opt_gen, step, o.lr_gamma)
-        self.sched_dis = torch.optim.lr_scheduler.StepLR(self.opt_dis, step, o.lr_gamma)
+        self.opt_dis = build_adam(dis_params, o.dis_lr or o.lr, cfg, device)
+        self.sched_gen, self.sched_dis = build_step_lr(self.opt_gen, cfg), build_step_lr(self.opt_dis, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
         self.skip_nonfinite = cfg.train.nonfinite == "skip"
         self.last_skipped = False
+        self.train_sets: tuple = ()  # set by data()
 
         # The two phases as modules whose forward() computes a loss, so that DistributedDataParallel (which
         # hooks forward) can wrap them. Kept in a plain dict: they hold the same networks, not new ones.
@@ -157,48 +154,90 @@ class UNITTrainer(nn.Module):
     def dis_phase(self) -> nn.Module:
         return self._phases["dis"]
 
-    # -- forward passes -----------------------------------------------------------------------------------
+    # -- data ---------------------------------------------------------------------------------------------
 
-    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+    def data(self, start_step: int, rank: int, world_size: int) -> TrainData:
+        """Domains A and B, each its own endless loader; a step's batch is ``(x_a, x_b)`` (lists of
+        ``train.accumulate`` micro-batches when that is > 1)."""
+        cfg, seed, k = self.cfg, self.cfg.train.seed, self.cfg.train.accumulate
+        ds_a, ds_b = build_domain(cfg, "a", "train"), build_domain(cfg, "b", "train")
+        self.train_sets = (ds_a, ds_b)  # the image grid falls back on them when there is no test split
+        it_a = endless_batches(cfg, ds_a, seed * 2 + 0, start_step, rank, world_size, self.device)
+        it_b = endless_batches(cfg, ds_b, seed * 2 + 1, start_step, rank, world_size, self.device)
+        if k == 1:
+            return TrainData(lambda: (next(it_a), next(it_b)), (ds_a, ds_b))
+        return TrainData(lambda: ([next(it_a) for _ in range(k)], [next(it_b) for _ in range(k)]), (ds_a, ds_b))
+
+    def fixed_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same ``train.image_rows`` images of each domain for every image grid: from the test split
+        when it exists, else from the training sets of :meth:`data`."""
+        cfg, k = self.cfg, self.cfg.train.image_rows
+        try:
+            ds_a, ds_b = build_domain(cfg, "a", "test"), build_domain(cfg, "b", "test")
+        except UnitganError:
+            ds_a, ds_b = self.train_sets
+
+        def first(item):
+            return item[0] if isinstance(item, (tuple, list)) else item
+
+        return (
+            torch.stack([first(ds_a[i % len(ds_a)]) for i in range(k)]),
+            torch.stack([first(ds_b[i % len(ds_b)]) for i in range(k)]),
+        )
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch on the trainer's device, in its memory layout."""
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.train.channels_last else x
-
-    def gen_forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> GenOutputs:
-        """Encode both domains once, decode reconstructions and translations, then the cycle."""
-        return _gen_forward(self.gen, x_a, x_b)
 
     # -- one training step --------------------------------------------------------------------------------
 
     def train_step(
         self, x_a: torch.Tensor | Sequence[torch.Tensor], x_b: torch.Tensor | Sequence[torch.Tensor]
     ) -> dict[str, torch.Tensor]:
-        """One E/G update and one D update. Returns detached loss tensors (no host sync here).
+        """One E/G update and one D update, in the order ``train.update_order``. Returns detached loss
+        tensors (no host sync here).
 
         ``x_a``/``x_b`` are one batch each, or equally long lists of micro-batches (``train.accumulate``):
-        each micro-batch runs the E/G and D passes with its loss divided by their number, gradients add up,
-        and the optimisers step once, so K micro-batches of B equal one batch of K*B (all losses are means
-        over samples). The D pass of each micro-batch reuses its detached translations, as in a plain step,
-        and no parameter changes before both optimisers step, so the order of passes does not matter.
-        Under DDP the gradients are averaged across ranks once, in the backward of the last micro-batch.
-        With ``train.nonfinite=skip`` a step whose losses are not all finite applies no update at all (one
-        host sync per step); ``last_skipped`` says whether it did.
+        each micro-batch runs its passes with its loss divided by their number, gradients add up, and each
+        optimiser steps once, so K micro-batches of B equal one batch of K*B (all losses are means over
+        samples). Under DDP the gradients are averaged across ranks once per phase, in the backward of the
+        last micro-batch. With ``train.nonfinite=skip`` an update whose loss is not finite is not applied
+        (one host sync per update): in ``simultaneous`` order the whole step is skipped; in ``alternating``
+        order a bad D loss skips the D update and a bad E/G loss the E/G update. ``last_skipped`` says
+        whether any update was skipped.
         """
         xs_a = list(x_a) if isinstance(x_a, (list, tuple)) else [x_a]
         xs_b = list(x_b) if isinstance(x_b, (list, tuple)) else [x_b]
         if len(xs_a) != len(xs_b) or not xs_a:
             raise ValueError(f"train_step needs as many micro-batches of A as of B, got {len(xs_a)} and {len(xs_b)}")
-        k = len(xs_a)
+        batches = [(self.prepare(xa), self.prepare(xb)) for xa, xb in zip(xs_a, xs_b, strict=True)]
         self.train()
         self.opt_gen.zero_grad(set_to_none=True)
         self.opt_dis.zero_grad(set_to_none=True)
+        if self.cfg.train.update_order == "alternating":
+            totals = self._alternating_step(batches)
+        else:
+            totals = self._simultaneous_step(batches)
+        self.sched_gen.step()  # the schedule follows the step count, skipped steps included
+        self.sched_dis.step()
+        k = len(batches)
+        return {name: v / k for name, v in totals.items()} if k > 1 else totals
+
+    def _simultaneous_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """E/G and D gradients at the same weights; each micro-batch's D pass reuses its detached
+        translations, and no weight changes before both optimisers step."""
+        k = len(batches)
         totals: dict[str, torch.Tensor] = {}
-        for i, (xa, xb) in enumerate(zip(xs_a, xs_b, strict=True)):
-            stats = self._micro_step(self._prep(xa), self._prep(xb), k, sync=i == k - 1)
-            for name, v in stats.items():
-                totals[name] = totals[name] + v if name in totals else v
+        for i, (x_a, x_b) in enumerate(batches):
+            sync = i == k - 1
+            loss_g, terms, out = self._gen_backward(x_a, x_b, k, sync)
+            loss_d = self._dis_backward(x_a, x_b, out.x_ab.detach(), out.x_ba.detach(), k, sync)
+            _add(totals, {"loss_g": loss_g, "loss_d": loss_d[0], "dis_a": loss_d[1], "dis_b": loss_d[2], **terms})
         # loss_g sums every G term and loss_d both D terms, so these two cover all of them
-        losses = torch.stack([totals["loss_g"], totals["loss_d"]])
-        self.last_skipped = self.skip_nonfinite and not bool(torch.isfinite(losses).all())
+        self.last_skipped = self.skip_nonfinite and not bool(
+            torch.isfinite(torch.stack([totals["loss_g"], totals["loss_d"]])).all()
+        )
         if self.last_skipped:
             self.opt_gen.zero_grad(set_to_none=True)
             self.opt_dis.zero_grad(set_to_none=True)
@@ -208,54 +247,88 @@ class UNITTrainer(nn.Module):
             self._clip(self.opt_dis, nn.ModuleList([self.dis_a, self.dis_b]))
             self.scaler.step(self.opt_dis)
             self.scaler.update()
-        self.sched_gen.step()  # the schedule follows the step count, skipped steps included
-        self.sched_dis.step()
-        return {name: v / k for name, v in totals.items()} if k > 1 else totals
+        return totals
 
-    def _micro_step(self, x_a: torch.Tensor, x_b: torch.Tensor, k: int, sync: bool) -> dict[str, torch.Tensor]:
-        """Forward and backward of the E/G loss, then of the D loss, for one micro-batch."""
-        dev, precision = self.device, self.cfg.train.precision
-        # encoder/generator pass: discriminators are frozen (they only pass gradients through)
+    def _alternating_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """D update on fresh translations of the current generators, then the E/G update against the
+        updated discriminators (the translations are computed again, with gradients)."""
+        k = len(batches)
+        totals: dict[str, torch.Tensor] = {}
+        for i, (x_a, x_b) in enumerate(batches):
+            with torch.no_grad(), autocast(self.device, self.cfg.train.precision):
+                mu_a, mu_b = self.gen.encode(x_a, "a"), self.gen.encode(x_b, "b")  # [N, C, h, w]
+                x_ab = self.gen.decode(UNITGenerator.sample(mu_a), "b")
+                x_ba = self.gen.decode(UNITGenerator.sample(mu_b), "a")
+            loss_d, loss_d_a, loss_d_b = self._dis_backward(x_a, x_b, x_ab, x_ba, k, sync=i == k - 1)
+            _add(totals, {"loss_d": loss_d, "dis_a": loss_d_a, "dis_b": loss_d_b})
+        skip_d = self.skip_nonfinite and not bool(torch.isfinite(totals["loss_d"]))
+        if skip_d:
+            self.opt_dis.zero_grad(set_to_none=True)
+        else:
+            self._clip(self.opt_dis, nn.ModuleList([self.dis_a, self.dis_b]))
+            self.scaler.step(self.opt_dis)
+        for i, (x_a, x_b) in enumerate(batches):
+            loss_g, terms, _ = self._gen_backward(x_a, x_b, k, sync=i == k - 1)
+            _add(totals, {"loss_g": loss_g, **terms})
+        skip_g = self.skip_nonfinite and not bool(torch.isfinite(totals["loss_g"]))
+        if skip_g:
+            self.opt_gen.zero_grad(set_to_none=True)
+        else:
+            self._clip(self.opt_gen, self.gen)
+            self.scaler.step(self.opt_gen)
+        if not (skip_d and skip_g):  # the scaler adapts its scale to the updates it saw
+            self.scaler.update()
+        self.last_skipped = skip_d or skip_g
+        return totals
+
+    def _gen_backward(
+        self, x_a: torch.Tensor, x_b: torch.Tensor, k: int, sync: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], GenOutputs]:
+        """Forward and backward of the E/G loss of one micro-batch; the discriminators are frozen (they
+        only pass gradients back to the translations)."""
         set_requires_grad(self.dis_a, False)
         set_requires_grad(self.dis_b, False)
-        with _maybe_no_sync(self.gen_phase, sync):
-            with autocast(dev, precision):
+        with maybe_no_sync(self.gen_phase, sync):
+            with autocast(self.device, self.cfg.train.precision):
                 loss_g, terms, out = self.gen_phase(x_a, x_b)
             self.scaler.scale(loss_g / k if k > 1 else loss_g).backward()
-        # discriminator pass on the same translations, detached
         set_requires_grad(self.dis_a, True)
         set_requires_grad(self.dis_b, True)
-        with _maybe_no_sync(self.dis_phase, sync):
-            with autocast(dev, precision):
-                loss_d, loss_d_a, loss_d_b = self.dis_phase(x_a, x_b, out.x_ab.detach(), out.x_ba.detach())
-            self.scaler.scale(loss_d / k if k > 1 else loss_d).backward()
-        return {
-            "loss_g": loss_g.detach(),
-            "loss_d": loss_d.detach(),
-            "dis_a": loss_d_a.detach(),
-            "dis_b": loss_d_b.detach(),
-            **terms,
-        }
+        return loss_g.detach(), terms, out
 
-    def weights_finite(self) -> bool:
-        """Whether every weight of every network is finite (one host sync)."""
-        flags = [torch.isfinite(p).all() for p in self.parameters()]
-        return bool(torch.stack(flags).all())
+    def _dis_backward(
+        self, x_a: torch.Tensor, x_b: torch.Tensor, x_ab: torch.Tensor, x_ba: torch.Tensor, k: int, sync: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward and backward of the D loss of one micro-batch on real and (detached) translated images."""
+        with maybe_no_sync(self.dis_phase, sync):
+            with autocast(self.device, self.cfg.train.precision):
+                loss_d, loss_d_a, loss_d_b = self.dis_phase(x_a, x_b, x_ab, x_ba)
+            self.scaler.scale(loss_d / k if k > 1 else loss_d).backward()
+        return loss_d.detach(), loss_d_a.detach(), loss_d_b.detach()
 
     def _clip(self, opt: torch.optim.Optimizer, module: nn.Module) -> None:
         if self.cfg.optim.grad_clip > 0:
             self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(module.parameters(), self.cfg.optim.grad_clip)
 
-    # -- inference and state ------------------------------------------------------------------------------
+    # -- what the loop reads ------------------------------------------------------------------------------
+
+    def weights_finite(self) -> bool:
+        return weights_finite(self)
+
+    def learning_rate(self) -> float:
+        return self.opt_gen.param_groups[0]["lr"]
+
+    def evaluate(self, step: int, run_dir: Path, final: bool) -> dict[str, float]:
+        return {}
 
     @torch.no_grad()
-    def sample_rows(self, x_a: torch.Tensor, x_b: torch.Tensor) -> list[torch.Tensor]:
+    def sample_rows(self, fixed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
         """Rows for an image grid: x_a, x_aa, x_ab, x_aba and x_b, x_bb, x_ba, x_bab (z = mu)."""
         was_training = self.training
         self.eval()
         g = self.gen
-        x_a, x_b = self._prep(x_a), self._prep(x_b)
+        x_a, x_b = self.prepare(fixed[0]), self.prepare(fixed[1])
         with autocast(self.device, self.cfg.train.precision):
             mu_a, mu_b = g.encode(x_a, "a"), g.encode(x_b, "b")
             x_aa, x_ab = g.decode(mu_a, "a"), g.decode(mu_a, "b")
@@ -287,3 +360,9 @@ class UNITTrainer(nn.Module):
         self.sched_dis.load_state_dict(state["sched_dis"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+
+
+def _add(totals: dict[str, torch.Tensor], stats: dict[str, torch.Tensor]) -> None:
+    """Sum one micro-batch's statistics into ``totals``."""
+    for name, v in stats.items():
+        totals[name] = totals[name] + v if name in totals else v

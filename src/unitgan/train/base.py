@@ -1,0 +1,131 @@
+"""What the training loop needs from a model (:class:`Trainer`), and the helpers trainers share.
+
+``unitgan.train.loop.train`` drives any object with the methods of :class:`Trainer`; the registry in
+``unitgan.train.registry`` picks the class from the config. A trainer owns its networks, optimisers and
+schedulers; the loop owns the run folder, seeding, resume, signals, the non-finite watch, logging, image
+grids, checkpoints and the torchrun process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from unitgan.config import Config
+from unitgan.data import build_loader
+
+
+@dataclass
+class TrainData:
+    """One trainer's training data, as the loop consumes it."""
+
+    next_batch: Callable[[], tuple]  # one step's input: the loop calls trainer.train_step(*next_batch())
+    datasets: tuple[Dataset, ...]  # the training sets (the loop reports their skipped bad images)
+
+
+class Trainer(Protocol):
+    """The interface between the loop and a model (UNIT: ``UNITTrainer``, UNIT-DA: ``DATrainer``).
+
+    Constructed as ``cls(cfg, device, ddp=...)`` right after ``torch.manual_seed(train.seed)``; with
+    ``ddp`` the torchrun process group exists and the trainer averages its gradients over the ranks.
+    """
+
+    state_keys: tuple[str, ...]  # keys a checkpoint must hold for load_state (besides step, rng, config)
+    eval_every: int  # call evaluate() every this many steps (0 = only at the end of the run)
+    last_skipped: bool  # whether the last train_step applied no update (train.nonfinite=skip)
+
+    def data(self, start_step: int, rank: int, world_size: int) -> TrainData:
+        """Build the training sets and endless loaders, positioned after ``start_step`` steps."""
+        ...
+
+    def fixed_batch(self) -> Any:
+        """The inputs of every image grid (rank 0 only), or None."""
+        ...
+
+    def train_step(self, *batch: Any) -> dict[str, torch.Tensor]:
+        """One optimisation step on one batch; returns detached scalar loss tensors (no host sync needed)."""
+        ...
+
+    def sample_rows(self, fixed: Any) -> list[torch.Tensor]:
+        """Image-grid rows [N, C, H, W] in [-1, 1] for ``fixed`` (may be [])."""
+        ...
+
+    def evaluate(self, step: int, run_dir: Path, final: bool) -> dict[str, float]:
+        """Periodic (and final) evaluation on rank 0: scalars for the log; may write files into ``run_dir``."""
+        ...
+
+    def learning_rate(self) -> float: ...
+
+    def weights_finite(self) -> bool: ...
+
+    def state(self) -> dict[str, Any]:
+        """Everything to resume (weights, optimisers, schedulers); tensors and plain values only. Must hold
+        ``gen``, the generator's state dict (translate, export and evaluate read it)."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+def endless(loader) -> Iterator:
+    """Batches of an (infinite-sampler) loader, for ever."""
+    while True:
+        yield from loader
+
+
+def endless_batches(
+    cfg: Config, ds: Dataset, seed: int, start_step: int, rank: int, world_size: int, device: torch.device
+) -> Iterator:
+    """An endless iterator over ``ds`` that continues after ``start_step`` steps of this rank."""
+    start = start_step * cfg.data.batch_size * cfg.train.accumulate
+    loader = build_loader(cfg, ds, seed=seed, start=start, rank=rank, world_size=world_size, device=device)
+    return iter(endless(loader))
+
+
+def build_adam(params, lr: float, cfg: Config, device: torch.device) -> torch.optim.Adam:
+    """Adam with the optim.* settings (fused / foreach kernels where they help)."""
+    o = cfg.optim
+    kwargs: dict[str, Any] = {"betas": (o.beta1, o.beta2), "weight_decay": o.weight_decay}
+    if o.fused and device.type in ("cuda", "cpu"):  # one kernel per update (about 4x faster on a CPU)
+        kwargs["fused"] = True
+    elif device.type != "cpu":
+        kwargs["foreach"] = True
+    return torch.optim.Adam(params, lr=lr, **kwargs)
+
+
+def build_step_lr(opt: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_scheduler.StepLR:
+    """The optim.lr_step / optim.lr_gamma schedule (lr_step 0 = constant)."""
+    o = cfg.optim
+    return torch.optim.lr_scheduler.StepLR(opt, o.lr_step if o.lr_step > 0 else 1 << 62, o.lr_gamma)
+
+
+def maybe_no_sync(module: nn.Module, sync: bool):
+    """DDP's ``no_sync()`` on inner micro-batches (gradients stay local until the last one)."""
+    if sync or not hasattr(module, "no_sync"):
+        return contextlib.nullcontext()
+    return module.no_sync()
+
+
+def weights_finite(module: nn.Module) -> bool:
+    """Whether every parameter of ``module`` is finite (one host sync)."""
+    return bool(torch.stack([torch.isfinite(p).all() for p in module.parameters()]).all())
+
+
+def get_rng(device: torch.device) -> dict:
+    """The global RNG states (latent noise) to put into a checkpoint."""
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def set_rng(rng: dict, device: torch.device) -> None:
+    torch.set_rng_state(rng["torch"].cpu())
+    if device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"].cpu(), device)

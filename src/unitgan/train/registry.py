@@ -1,0 +1,25 @@
+"""Which trainer trains a config: a name -> class table. A new model is a new module and one entry here."""
+
+from __future__ import annotations
+
+from unitgan.config import Config
+from unitgan.train.base import Trainer
+from unitgan.train.da import DATrainer
+from unitgan.train.trainer import UNITTrainer
+
+TRAINERS: dict[str, type[Trainer]] = {
+    "unit": UNITTrainer,  # model.arch=unit
+    "unit_da": DATrainer,  # da.enabled (UNIT-DA, or its source-only baseline)
+}
+
+
+def trainer_name(cfg: Config) -> str:
+    """``unit_da`` when ``da.enabled``, else the network family ``model.arch``."""
+    return "unit_da" if cfg.da.enabled else cfg.model.arch
+
+
+def trainer_class(cfg: Config) -> type[Trainer]:
+    name = trainer_name(cfg)
+    if name not in TRAINERS:  # a family build_generator knows but no trainer trains yet
+        raise ValueError(f"no trainer for '{name}' (known: {', '.join(TRAINERS)})")
+    return TRAINERS[name]
