@@ -5,10 +5,12 @@ from __future__ import annotations
 from unitgan.config import Config
 from unitgan.train.base import Trainer
 from unitgan.train.da import DATrainer
+from unitgan.train.munit import MUNITTrainer
 from unitgan.train.trainer import UNITTrainer
 
 TRAINERS: dict[str, type[Trainer]] = {
     "unit": UNITTrainer,  # model.arch=unit
+    "munit": MUNITTrainer,  # model.arch=munit
     "unit_da": DATrainer,  # da.enabled (UNIT-DA, or its source-only baseline)
 }
 
