@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from common import (  # noqa: E402
     REPO,
     cpu_timer,
     device_name,
@@ -75,7 +75,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
     preset, variant = VARIANTS[name]
     steps = args.steps or load_config("munit_demo").train.steps
     run_dir = args.out / f"{name.replace(' ', '_')}_seed{seed}"
-    overrides = [
+    overrides = [  # the overrides for every run first: the benchmark's own keys and the variant's win
+        *args.overrides,
         f"train.out_dir={run_dir}",
         f"train.seed={seed}",
         f"train.steps={steps}",
@@ -84,7 +85,6 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
         f"train.threads={args.threads}",
         f"data.synthetic_modes={MODES}",
         *variant,
-        *args.overrides,
     ]
     cfg = load_config(preset, overrides)
     with cpu_timer() as t:
