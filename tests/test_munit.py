@@ -274,7 +274,8 @@ def tiny_munit_config(out_dir, **extra):
 
 @pytest.mark.parametrize("order", ["alternating", "simultaneous"])
 def test_munit_trainer_step_has_finite_losses(tmp_path, order):
-    cfg = tiny_munit_config(tmp_path, **{"train.update_order": order, "munit.style_kl_w": 0.1})
+    extra = {"train.update_order": order, "munit.style_kl_w": 0.1, "munit.cyc_recon_w": 10}  # every term
+    cfg = tiny_munit_config(tmp_path, **extra)
     assert trainer_class(cfg) is MUNITTrainer
     torch.manual_seed(0)
     trainer = MUNITTrainer(cfg, torch.device("cpu"))
