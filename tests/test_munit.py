@@ -28,7 +28,7 @@ from unitgan.metrics.multimodal import (
     synthetic_ground_truth,
 )
 from unitgan.metrics.pixel import pixel_accuracy
-from unitgan.models import build_generator
+from unitgan.models import build_discriminators, build_generator
 from unitgan.models.munit import MUNITGenerator
 from unitgan.train.checkpoint import load_checkpoint
 from unitgan.train.loop import train
@@ -374,3 +374,14 @@ def test_multimodal_benchmark_smoke(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert all(f"| {name} |" in table for name in ("UNIT", "MUNIT", "MUNIT shared"))
     assert "| MUNIT |" in capsys.readouterr().out
+
+
+def test_munit_paper_preset_has_the_authors_parameter_counts():
+    """Expected counts: NVlabs/MUNIT master ``networks.py`` instantiated in a scratch folder with
+    configs/edges2shoes_folder.yaml's gen/dis settings: ``AdaINGen(3, gen)`` 15,026,187 parameters per domain,
+    ``MsImageDis(3, dis)`` 8,271,171 per domain."""
+    cfg = load_config("munit_paper", ["data.root=/tmp"])
+    gen = build_generator(cfg.model)
+    dis_a, dis_b = build_discriminators(cfg.model)
+    assert sum(p.numel() for p in gen.parameters()) == 2 * 15_026_187
+    assert sum(p.numel() for p in dis_a.parameters()) == sum(p.numel() for p in dis_b.parameters()) == 8_271_171
