@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,10 +24,18 @@ from unitgan.metrics.multimodal import (
     nearest_accuracy,
     optional_inception,
     pixel_diversity,
+    style_samples,
+    synthetic_ground_truth,
 )
 from unitgan.metrics.pixel import pixel_accuracy
-from unitgan.models import build_generator
+from unitgan.models import build_discriminators, build_generator
 from unitgan.models.munit import MUNITGenerator
+from unitgan.train.checkpoint import load_checkpoint
+from unitgan.train.loop import train
+from unitgan.train.munit import MUNITTrainer
+from unitgan.train.registry import trainer_class
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 K = 4
 
@@ -240,3 +252,136 @@ def test_feature_diversity_uses_the_feature_network(truths):
 
 def test_no_inception_file_means_no_feature_diversity(tmp_path):
     assert optional_inception(tmp_path / "missing.pt") is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The trainer on the single loop, and the benchmark
+
+
+def tiny_munit_config(out_dir, **extra):
+    """munit_demo shrunk to a few thousand parameters, K = 4 modes, 3 held-out scenes."""
+    values = {
+        "model.n_shared": 0,
+        "model.style_dim": 3,
+        "model.mlp_dim": 8,
+        "data.synthetic_test": 3,
+        "munit.eval_styles": 4,
+        "munit.eval_every": 0,
+        **extra,
+    }
+    return load_config("munit_demo", [f"train.out_dir={out_dir}", *tiny_model_overrides(**values)])
+
+
+@pytest.mark.parametrize("order", ["alternating", "simultaneous"])
+def test_munit_trainer_step_has_finite_losses(tmp_path, order):
+    extra = {"train.update_order": order, "munit.style_kl_w": 0.1, "munit.cyc_recon_w": 10}  # every term
+    cfg = tiny_munit_config(tmp_path, **extra)
+    assert trainer_class(cfg) is MUNITTrainer
+    torch.manual_seed(0)
+    trainer = MUNITTrainer(cfg, torch.device("cpu"))
+    before = [p.detach().clone() for p in trainer.parameters()]
+    stats = trainer.train_step(*trainer.data(0, 0, 1).next_batch())
+    for name in ("loss_g", "loss_d", "gan_b", "recon_a", "recon_c_b", "recon_s_b", "cyc_recon_a", "style_kl_b"):
+        assert torch.isfinite(stats[name]), name
+    assert all(not torch.equal(p, q) for p, q in zip(before, trainer.parameters(), strict=True))  # all updated
+
+
+def test_munit_trainer_grid_shows_several_styles(tmp_path):
+    cfg = tiny_munit_config(tmp_path)
+    torch.manual_seed(0)
+    trainer = MUNITTrainer(cfg, torch.device("cpu"))
+    rows = trainer.sample_rows(trainer.fixed_batch())
+    g = MUNITTrainer.GRID_STYLES
+    assert len(rows) == 2 * (2 + g)
+    x_ab = rows[2 : 2 + g]  # x_a, x_aa, then the translations of x_a in g styles
+    assert all(r.shape == (2, 3, 16, 16) for r in x_ab)
+    assert not torch.allclose(x_ab[0], x_ab[1], atol=1e-4)
+    assert torch.equal(trainer.sample_rows(trainer.fixed_batch())[2], x_ab[0])  # the same styles every grid
+
+
+def test_munit_resume_is_bit_exact(tmp_path):
+    """Stop after 2 steps, resume to 4: every tensor of the checkpoint equals an uninterrupted 4-step run."""
+    extra = {"train.steps": 4, "train.ckpt_every": 2, "munit.style_kl_w": 0.1, "munit.eval_every": 2}
+    full = train(tiny_munit_config(tmp_path / "full", **extra), progress=False)
+    part = train(tiny_munit_config(tmp_path / "part", **{**extra, "train.steps": 2}), progress=False)
+    assert part.step == 2
+    resumed = train(tiny_munit_config(tmp_path / "part", **extra), progress=False)
+    assert resumed.step == 4
+    a, b = load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint)
+
+    def tensors(x, path=""):
+        if isinstance(x, torch.Tensor):
+            yield path, x
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                yield from tensors(v, f"{path}/{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                yield from tensors(v, f"{path}/{i}")
+
+    ta = dict(tensors({k: v for k, v in a.items() if not k.startswith("_")}))
+    tb = dict(tensors({k: v for k, v in b.items() if not k.startswith("_")}))
+    assert ta.keys() == tb.keys() and any(k.startswith("/opt_gen") for k in ta)
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+
+
+def test_munit_evaluate_writes_the_multimodal_scores(tmp_path):
+    cfg = tiny_munit_config(tmp_path)
+    torch.manual_seed(0)
+    trainer = MUNITTrainer(cfg, torch.device("cpu"))
+    rng = torch.get_rng_state()
+    logged = trainer.evaluate(7, tmp_path, final=True)
+    assert torch.equal(torch.get_rng_state(), rng)  # evaluation leaves the training noise alone
+    written = json.loads((tmp_path / "multimodal.json").read_text())
+    assert written["step"] == 7 and written["n_samples"] == 4 and written["n_modes"] == K and written["n_inputs"] == 3
+    for name in ("coverage", "nearest_accuracy", "pixel_diversity"):
+        assert logged[name] == written[name] and 0 <= logged[name] <= 1
+    assert logged["pixel_diversity"] > 0  # different styles, different samples
+    # the scores are those of the metrics on the same samples
+    x_a, truths = synthetic_ground_truth(cfg)
+    samples = style_samples(trainer.gen.eval(), x_a, 4, seed=cfg.train.seed)
+    assert multimodal_scores(samples, truths)["nearest_accuracy"] == written["nearest_accuracy"]
+
+
+def test_style_samples_of_unit_repeat_its_one_translation():
+    cfg = load_config("demo", tiny_model_overrides(**{"data.synthetic_modes": K}))
+    torch.manual_seed(0)
+    gen = build_generator(cfg.model).eval()
+    x_a, truths = synthetic_ground_truth(cfg)
+    samples = style_samples(gen, x_a, 3)
+    assert samples.shape == (4, 3, 3, 16, 16) and truths.shape == (4, K, 3, 16, 16)
+    assert torch.equal(samples[:, 0], samples[:, 2]) and pixel_diversity(samples) == 0
+
+
+@pytest.mark.slow  # three tiny trainings: about 10 s on the shared 2-core machine
+def test_multimodal_benchmark_smoke(tmp_path, capsys):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_multimodal", BENCH / "multimodal.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "mm"
+    tiny = tiny_model_overrides(**{"model.n_shared": 0, "model.mlp_dim": 8, "data.synthetic_test": 2})
+    args = ["--seeds", "0", "--steps", "2", "--styles", "3", "--no-features", "--out", str(out), *tiny]
+    assert bench.main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"UNIT/0", "MUNIT/0", "MUNIT shared/0"}
+    assert all(r["steps"] == 2 and r["n_samples"] == 3 and r["s_per_step"] > 0 for r in results.values())
+    assert results["UNIT/0"]["pixel_diversity"] == 0 and results["MUNIT/0"]["pixel_diversity"] > 0
+    # the variant's own keys win over the overrides for every run
+    assert "n_shared: 1" in (out / "MUNIT_shared_seed0" / "config.yaml").read_text()
+    assert "n_shared: 0" in (out / "MUNIT_seed0" / "config.yaml").read_text()
+    table = (out / "table.md").read_text()
+    assert all(f"| {name} |" in table for name in ("UNIT", "MUNIT", "MUNIT shared"))
+    assert "| MUNIT |" in capsys.readouterr().out
+
+
+def test_munit_paper_preset_has_the_authors_parameter_counts():
+    """Expected counts: NVlabs/MUNIT master ``networks.py`` instantiated in a scratch folder with
+    configs/edges2shoes_folder.yaml's gen/dis settings: ``AdaINGen(3, gen)`` 15,026,187 parameters per domain,
+    ``MsImageDis(3, dis)`` 8,271,171 per domain."""
+    cfg = load_config("munit_paper", ["data.root=/tmp"])
+    gen = build_generator(cfg.model)
+    dis_a, dis_b = build_discriminators(cfg.model)
+    assert sum(p.numel() for p in gen.parameters()) == 2 * 15_026_187
+    assert sum(p.numel() for p in dis_a.parameters()) == sum(p.numel() for p in dis_b.parameters()) == 8_271_171

@@ -134,6 +134,8 @@ class MUNITOutputs:
     s_ba: torch.Tensor  # style re-encoded from x_ba (should be s_a)
     x_aba: torch.Tensor | None = None  # explicit cycle dec_a(c_ab, enc_s_a(x_a)); None when its weight is 0
     x_bab: torch.Tensor | None = None
+    s_a_enc: torch.Tensor | None = None  # [N, style_dim] enc_s_a(x_a), the posterior mean when the style
+    s_b_enc: torch.Tensor | None = None  #   is sampled (munit.style_kl_w > 0); None otherwise
 
 
 def munit_gen_loss(
@@ -146,7 +148,9 @@ def munit_gen_loss(
     """The MUNIT encoder/decoder objective. ``d_fake_ab`` = dis_b(x_ab), ``d_fake_ba`` = dis_a(x_ba).
 
     The content targets c_a, c_b are not detached (the authors' choice): both encodings move towards each
-    other. The explicit cycle terms are present only when ``out.x_aba`` and ``out.x_bab`` are given.
+    other. The explicit cycle terms are present only when ``out.x_aba`` and ``out.x_bab`` are given, the style
+    KL terms (mean(s^2) of the encoded styles, as UNIT's latent KL) only when ``out.s_a_enc`` and
+    ``out.s_b_enc`` are.
     Returns the weighted total and the unweighted named terms (detached) for logging.
     """
     terms = {
@@ -162,12 +166,16 @@ def munit_gen_loss(
     if out.x_aba is not None and out.x_bab is not None:
         terms["cyc_recon_a"] = l1_loss(out.x_aba, out.x_a)
         terms["cyc_recon_b"] = l1_loss(out.x_bab, out.x_b)
+    if out.s_a_enc is not None and out.s_b_enc is not None:
+        terms["style_kl_a"] = kl_loss(out.s_a_enc)
+        terms["style_kl_b"] = kl_loss(out.s_b_enc)
     weights = {
         "gan": w.gan_w,
         "recon": w.recon_w,
         "recon_c": w.recon_c_w,
         "recon_s": w.recon_s_w,
         "cyc_recon": w.cyc_recon_w,
+        "style_kl": w.style_kl_w,
     }
     total = sum(weights[name.rsplit("_", 1)[0]] * value for name, value in terms.items())
     return total, {k: v.detach() for k, v in terms.items()}

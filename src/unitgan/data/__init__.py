@@ -31,7 +31,15 @@ def build_domain(cfg: Config, domain: str, split: str = "train", return_labels: 
     train = split == "train"
     if d.source == "synthetic":
         length = d.synthetic_train if train else d.synthetic_test
-        ds = SyntheticDomain(domain, split, d.crop_size, length, seed=cfg.train.seed, palette=d.synthetic_palette)
+        ds = SyntheticDomain(
+            domain,
+            split,
+            d.crop_size,
+            length,
+            seed=cfg.train.seed,
+            palette=d.synthetic_palette,
+            modes=d.synthetic_modes,
+        )
         if ds.channels != channels:
             raise UnitganError(
                 f"config key 'model.input_nc_{domain}' must be {ds.channels} for the synthetic domain {domain.upper()}"

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unitgan.config import Config
+from unitgan.data import SyntheticDomain, build_domain
 from unitgan.errors import UnitganError
 from unitgan.metrics.fid import extract_features, load_inception
 from unitgan.metrics.pixel import pixel_accuracy
@@ -113,3 +115,33 @@ def multimodal_scores(
         "n_samples": samples.shape[1],
         "n_modes": truths.shape[1],
     }
+
+
+def synthetic_ground_truth(cfg: Config, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out scenes of a synthetic config as inputs and all their right answers: sketches ``x_a``
+    [N, 1, S, S] and renderings [N, K, 3, S, S] (K = ``data.synthetic_modes``); ``n`` caps N."""
+    ds = build_domain(cfg, "b", "test")
+    if not isinstance(ds, SyntheticDomain):
+        raise UnitganError("config key 'data.source' must be synthetic to score modes (a known ground truth)")
+    pairs = [ds.multimodal_pair(i) for i in range(min(len(ds), n or len(ds)))]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+@torch.no_grad()
+def style_samples(gen: nn.Module, x_a: torch.Tensor, n_styles: int, seed: int = 0, batch: int = 50) -> torch.Tensor:
+    """``n_styles`` A -> B translations of every input ``x_a`` [N, C, H, W] -> [N, S, 3, H, W].
+
+    A generator with ``sample_style`` (MUNIT) gets a style from N(0, I) per sample (a generator seeded with
+    ``seed``: the same samples every call); a unimodal one (UNIT) gives its one translation S times."""
+    param = next(gen.parameters())
+    g = torch.Generator(param.device).manual_seed(seed)
+    out = []
+    for x in x_a.split(batch):
+        x = x.to(param.device)
+        if hasattr(gen, "sample_style"):
+            s = gen.sample_style(x.shape[0] * n_styles, x, g).view(n_styles, x.shape[0], -1)
+            ys = [gen.translate(x, "a2b", style=s[i]) for i in range(n_styles)]
+        else:
+            ys = [gen.translate(x, "a2b")] * n_styles
+        out.append(torch.stack(ys, 1).float().cpu())  # [n, S, 3, H, W]
+    return torch.cat(out)

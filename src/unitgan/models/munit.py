@@ -65,17 +65,23 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
+def content_res_block(cfg: ModelConfig, ch: int) -> ResBlock:
+    """A residual block of the content encoder (``norm``, ``activ``, ``lrelu_slope``, ``norm_bias``)."""
+    return ResBlock(ch, cfg.norm, cfg.activ, cfg.pad_type, slope=cfg.lrelu_slope, norm_bias=cfg.norm_bias)
+
+
 class ContentEncoderPrivate(nn.Module):
     """conv7x7 s1 -> n_down x conv4x4 s2 (channels doubling) -> private residual blocks."""
 
     def __init__(self, cfg: ModelConfig, in_ch: int):
         super().__init__()
         c = cfg.ch
-        layers: list[nn.Module] = [ConvBlock(in_ch, c, 7, 1, cfg.norm, cfg.activ, cfg.pad_type)]
+        slope, bias = cfg.lrelu_slope, cfg.norm_bias
+        layers: list[nn.Module] = [ConvBlock(in_ch, c, 7, 1, cfg.norm, cfg.activ, cfg.pad_type, slope, bias)]
         for _ in range(cfg.n_down):
-            layers.append(ConvBlock(c, 2 * c, 4, 2, cfg.norm, cfg.activ, cfg.pad_type))
+            layers.append(ConvBlock(c, 2 * c, 4, 2, cfg.norm, cfg.activ, cfg.pad_type, slope, bias))
             c *= 2
-        layers += [ResBlock(c, cfg.norm, cfg.activ, cfg.pad_type) for _ in range(cfg.n_res - cfg.n_shared)]
+        layers += [content_res_block(cfg, c) for _ in range(cfg.n_res - cfg.n_shared)]
         self.net = nn.Sequential(*layers)
         self.out_ch = c
 
@@ -141,9 +147,7 @@ class MUNITGenerator(nn.Module):
         self.enc_c_a = ContentEncoderPrivate(cfg, cfg.input_nc_a)
         self.enc_c_b = ContentEncoderPrivate(cfg, cfg.input_nc_b)
         c = self.enc_c_a.out_ch
-        self.enc_c_shared = nn.Sequential(
-            *[ResBlock(c, cfg.norm, cfg.activ, cfg.pad_type) for _ in range(cfg.n_shared)]
-        )
+        self.enc_c_shared = nn.Sequential(*[content_res_block(cfg, c) for _ in range(cfg.n_shared)])
         self.enc_s_a = StyleEncoder(cfg, cfg.input_nc_a)
         self.enc_s_b = StyleEncoder(cfg, cfg.input_nc_b)
         self.dec_a = Decoder(cfg, cfg.input_nc_a)

@@ -6,10 +6,12 @@ from unitgan.config import Config
 from unitgan.train.base import Trainer
 from unitgan.train.da import DATrainer
 from unitgan.train.da32 import DA32Trainer
+from unitgan.train.munit import MUNITTrainer
 from unitgan.train.trainer import UNITTrainer
 
 TRAINERS: dict[str, type[Trainer]] = {
     "unit": UNITTrainer,  # model.arch=unit
+    "munit": MUNITTrainer,  # model.arch=munit
     "unit_da": DATrainer,  # da.enabled (UNIT-DA, or its source-only baseline), reduced design
     "unit_da32": DA32Trainer,  # da.enabled with model.arch=covae32: the authors' digit DA networks
 }

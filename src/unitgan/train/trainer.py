@@ -82,10 +82,11 @@ class GenPhase(nn.Module):
 class DisPhase(nn.Module):
     """The discriminator loss as one forward: real and (detached) translated images of both domains."""
 
-    def __init__(self, dis_a: nn.Module, dis_b: nn.Module, cfg: Config):
+    def __init__(self, dis_a: nn.Module, dis_b: nn.Module, cfg: Config, gan_w: float | None = None):
+        """``gan_w``: the GAN weight (None = UNIT's ``loss.gan_w``)."""
         super().__init__()
         self.dis_a, self.dis_b = dis_a, dis_b
-        self.gan_w, self.gan_type = cfg.loss.gan_w, cfg.model.gan_type
+        self.gan_w, self.gan_type = cfg.loss.gan_w if gan_w is None else gan_w, cfg.model.gan_type
 
     def forward(
         self, x_a: torch.Tensor, x_b: torch.Tensor, x_ab: torch.Tensor, x_ba: torch.Tensor
@@ -121,8 +122,7 @@ class UNITTrainer(nn.Module):
         if cfg.train.channels_last:
             self.to(memory_format=torch.channels_last)
         if cfg.train.compile:  # in place: state-dict keys stay those of the plain modules
-            g = self.gen
-            for module in (g.enc_a, g.enc_b, g.enc_shared, g.dec_shared, g.dec_a, g.dec_b, self.dis_a, self.dis_b):
+            for module in (*self.gen.children(), self.dis_a, self.dis_b):
                 module.compile()
 
         o = cfg.optim
@@ -137,8 +137,7 @@ class UNITTrainer(nn.Module):
 
         # The two phases as modules whose forward() computes a loss, so that DistributedDataParallel (which
         # hooks forward) can wrap them. Kept in a plain dict: they hold the same networks, not new ones.
-        gen_phase: nn.Module = GenPhase(self.gen, self.dis_a, self.dis_b, cfg)
-        dis_phase: nn.Module = DisPhase(self.dis_a, self.dis_b, cfg)
+        gen_phase, dis_phase = self.build_phases(cfg)
         if ddp:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -147,6 +146,15 @@ class UNITTrainer(nn.Module):
             ids = [device.index] if device.type == "cuda" else None
             gen_phase, dis_phase = DDP(gen_phase, device_ids=ids), DDP(dis_phase, device_ids=ids)
         self._phases = {"gen": gen_phase, "dis": dis_phase}
+
+    def build_phases(self, cfg: Config) -> tuple[nn.Module, nn.Module]:
+        """The E/G and D phases of this model (a subclass for another model family overrides this)."""
+        return GenPhase(self.gen, self.dis_a, self.dis_b, cfg), DisPhase(self.dis_a, self.dis_b, cfg)
+
+    def fresh_translations(self, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_ab, x_ba of the current networks for the D update of the alternating order (no gradients)."""
+        mu_a, mu_b = self.gen.encode(x_a, "a"), self.gen.encode(x_b, "b")  # [N, C, h, w]
+        return self.gen.decode(UNITGenerator.sample(mu_a), "b"), self.gen.decode(UNITGenerator.sample(mu_b), "a")
 
     @property
     def gen_phase(self) -> nn.Module:
@@ -258,9 +266,7 @@ class UNITTrainer(nn.Module):
         totals: dict[str, torch.Tensor] = {}
         for i, (x_a, x_b) in enumerate(batches):
             with torch.no_grad(), autocast(self.device, self.cfg.train.precision):
-                mu_a, mu_b = self.gen.encode(x_a, "a"), self.gen.encode(x_b, "b")  # [N, C, h, w]
-                x_ab = self.gen.decode(UNITGenerator.sample(mu_a), "b")
-                x_ba = self.gen.decode(UNITGenerator.sample(mu_b), "a")
+                x_ab, x_ba = self.fresh_translations(x_a, x_b)
             loss_d, loss_d_a, loss_d_b = self._dis_backward(x_a, x_b, x_ab, x_ba, k, sync=i == k - 1)
             _add(totals, {"loss_d": loss_d, "dis_a": loss_d_a, "dis_b": loss_d_b})
         skip_d = self.skip_nonfinite and not bool(torch.isfinite(totals["loss_d"]))

