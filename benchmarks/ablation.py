@@ -27,16 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     REPO,
     cpu_timer,
     device_name,
     fmt,
-    load_results,
     markdown_table,
-    run_all,
+    run_cached,
     run_time,
-    save_results,
     setup,
 )
 
@@ -104,24 +102,17 @@ def table(results: dict, variants: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup(args.threads)
-    results_path = args.out / "results.json"
-    results = load_results(results_path)
-    todo = [(n, s) for s in args.seeds for n in args.variants if f"{n}/{s}" not in results]  # seed by seed
-    print(f"ablation: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
-
-    done = []
-
-    def on_result(item: tuple[str, int], r: dict) -> None:
-        results[f"{item[0]}/{item[1]}"] = r
-        save_results(results_path, results)
-        done.append(item)
-        print(
-            f"[{len(done)}/{len(todo)}] {item[0]}, seed {item[1]}: A->B {r['a2b']:.3f}  B->A {r['b2a']:.3f}  "
-            f"({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min, {r['wall_s'] / 60:.1f} min on {r['device']})",
-            flush=True,
-        )
-
-    run_all(todo, run_one, args, on_result)
+    items = [(n, s) for s in args.seeds for n in args.variants]  # seed by seed
+    results = run_cached(
+        "ablation",
+        items,
+        run_one,
+        args,
+        lambda r: (
+            f"A->B {r['a2b']:.3f}  B->A {r['b2a']:.3f}  ({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min, "
+            f"{r['wall_s'] / 60:.1f} min on {r['device']})"
+        ),
+    )
     text = (
         f"Pixel accuracy (threshold {THRESHOLD} on a 0-1 scale) on held-out synthetic scenes, mean ± std over seeds\n\n"
         + table(results, args.variants)

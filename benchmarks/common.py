@@ -107,6 +107,33 @@ def run_all(
         signal.signal(signal.SIGTERM, previous)
 
 
+def run_cached(
+    label: str,
+    items: list[tuple],
+    run_one: Callable[..., dict],
+    args: argparse.Namespace,
+    describe: Callable[[dict], str],
+) -> dict:
+    """Run every item (a tuple ending in the seed) not yet in ``args.out/results.json`` with :func:`run_all`,
+    saving each result as it arrives under the key ``"/".join(item)``, so a stopped invocation loses only the
+    runs in flight; prints one progress line per run (``describe(result)``). Returns all results."""
+    results_path = args.out / "results.json"
+    results = load_results(results_path)
+    todo = [item for item in items if "/".join(map(str, item)) not in results]
+    print(f"{label}: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
+    done: list[tuple] = []
+
+    def on_result(item: tuple, r: dict) -> None:
+        results["/".join(map(str, item))] = r
+        save_results(results_path, results)
+        done.append(item)
+        what = ", ".join(map(str, item[:-1]))
+        print(f"[{len(done)}/{len(todo)}] {what}, seed {item[-1]}: {describe(r)}", flush=True)
+
+    run_all(todo, run_one, args, on_result)
+    return results
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 

@@ -31,17 +31,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     DATA_DIR,
     REPO,
     cpu_timer,
     device_name,
     fmt,
-    load_results,
     markdown_table,
-    run_all,
+    run_cached,
     run_time,
-    save_results,
     setup,
 )
 
@@ -134,27 +132,19 @@ def table(results: dict, pairs: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup(args.threads)
-    results_path = args.out / "results.json"
-    results = load_results(results_path)
-    todo = [(p, m, s) for s in args.seeds for p in args.pairs for m in args.methods if f"{p}/{m}/{s}" not in results]
-    print(f"domain adaptation: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
-    for pair in {p for p, _, _ in todo}:  # build the MNIST-M-style target once, before any worker starts
+    items = [(p, m, s) for s in args.seeds for p in args.pairs for m in args.methods]
+    for pair in args.pairs:  # build the MNIST-M-style target once, before any worker starts
         pair_data(pair, args)
-
-    done = []
-
-    def on_result(item: tuple[str, str, int], r: dict) -> None:
-        results["/".join(map(str, item))] = r
-        save_results(results_path, results)
-        done.append(item)
-        print(
-            f"[{len(done)}/{len(todo)}] {item[0]}, {item[1]}, seed {item[2]}: target acc {100 * r['target_acc']:.2f}%  "
-            f"source acc {100 * r['source_acc']:.2f}%  ({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min, "
-            f"{r['wall_s'] / 60:.1f} min on {r['device']})",
-            flush=True,
-        )
-
-    run_all(todo, run_one, args, on_result)
+    results = run_cached(
+        "domain adaptation",
+        items,
+        run_one,
+        args,
+        lambda r: (
+            f"target acc {100 * r['target_acc']:.2f}%  source acc {100 * r['source_acc']:.2f}%  "
+            f"({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min, {r['wall_s'] / 60:.1f} min on {r['device']})"
+        ),
+    )
     text = (
         "Target test accuracy (%), mean ± std over seeds, at the last step (target labels never used in training\n"
         "or to choose a step)\n\n" + table(results, args.pairs)

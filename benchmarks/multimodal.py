@@ -24,16 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     REPO,
     cpu_timer,
     device_name,
     fmt,
-    load_results,
     markdown_table,
-    run_all,
+    run_cached,
     run_time,
-    save_results,
     setup,
 )
 
@@ -144,23 +142,17 @@ def table(results: dict, variants: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup(args.threads)
-    results_path = args.out / "results.json"
-    results = load_results(results_path)
-    todo = [(n, s) for s in args.seeds for n in args.variants if f"{n}/{s}" not in results]  # seed by seed
-    print(f"multimodal: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
-    done = []
-
-    def on_result(item: tuple[str, int], r: dict) -> None:
-        results[f"{item[0]}/{item[1]}"] = r
-        save_results(results_path, results)
-        done.append(item)
-        print(
-            f"[{len(done)}/{len(todo)}] {item[0]}, seed {item[1]}: coverage {r['coverage']:.3f}  "
-            f"nearest acc. {r['nearest_accuracy']:.3f}  ({r['steps']} steps, {r['cpu_s'] / 60:.1f} CPU min)",
-            flush=True,
-        )
-
-    run_all(todo, run_one, args, on_result)
+    items = [(n, s) for s in args.seeds for n in args.variants]  # seed by seed
+    results = run_cached(
+        "multimodal",
+        items,
+        run_one,
+        args,
+        lambda r: (
+            f"coverage {r['coverage']:.3f}  nearest acc. {r['nearest_accuracy']:.3f}  ({r['steps']} steps, "
+            f"{r['cpu_s'] / 60:.1f} CPU min)"
+        ),
+    )
     text = (
         f"K = {MODES} modes, {args.styles} style samples per held-out input, pixel accuracy threshold 0.1 (0-1 "
         f"scale), a mode matched at accuracy >= 0.75; mean ± std over seeds\n\n" + table(results, args.variants)
