@@ -250,14 +250,14 @@ def test_unreadable_files(tmp_path, monkeypatch):
 def test_unlistable_folder(tmp_path, monkeypatch):
     folder = tmp_path / "A"
     write_images(folder / "sub", 1)
-    real_iterdir = type(folder).iterdir
+    real_scandir = os.scandir
 
-    def fake_iterdir(self):
-        if self.name == "sub":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_iterdir(self)
+    def fake_scandir(path):
+        if os.path.basename(str(path)) == "sub":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
 
-    monkeypatch.setattr(type(folder), "iterdir", fake_iterdir)
+    monkeypatch.setattr(os, "scandir", fake_scandir)
     with pytest.raises(UnitganError, match=r"folder '.*sub' cannot be listed: Permission denied"):
         list_images(folder)
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -130,12 +131,16 @@ def list_images(root: str | Path) -> list[Path]:
 
 
 def _regular(entry: os.DirEntry) -> bool:
-    """Whether a directory entry is a regular file (a symlink to one counts); from the entry's type when the
-    file system reports it, so the scan still makes no stat call per file."""
+    """False for an entry that exists and is not a regular file (a FIFO, socket or device, or a link to one).
+    A regular file (or a link to one) is told from the entry's type, without a stat call; a dangling or
+    looping link counts as regular here, so that reading it reports why it cannot be read."""
     try:
-        return entry.is_file()
+        if entry.is_file():
+            return True
+        mode = entry.stat().st_mode  # follows links
     except OSError:
-        return False
+        return True
+    return stat.S_ISREG(mode)
 
 
 class FileIndex:
