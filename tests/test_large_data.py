@@ -49,14 +49,16 @@ def _age(root: Path, seconds: float = 60) -> None:
 def _build(folder: Path, cache: Path) -> tuple[ImageFolderDomain, float, int]:
     """The data set, seconds to build it, bytes it keeps (numpy buffers are traced too)."""
     gc.collect()
-    tracemalloc.start(64)  # deep tracebacks: a Path built in pathlib for unitgan still counts as unitgan's
+    tracemalloc.start()
     t0 = time.perf_counter()
     ds = ImageFolderDomain(folder, 3, 8, cache_dir=cache)
     seconds = time.perf_counter() - t0
-    # only what was allocated with unitgan code on the stack and is still held: in a long test session other
+    # only what unitgan's own code (and numpy for it) allocated and still holds: in a long test session other
     # threads and log handlers left by earlier tests allocate too (seen: 117 B/file in the slow suite's
     # process, 40 B/file alone)
-    mine = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, "*unitgan*", all_frames=True)])
+    mine = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(True, "*unitgan*"), tracemalloc.Filter(True, "*numpy*")]
+    )
     kept = sum(s.size for s in mine.statistics("filename"))
     tracemalloc.stop()
     return ds, seconds, kept
