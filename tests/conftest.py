@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,18 @@ from PIL import Image
 from unitgan.config import Config, load_config
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def no_child_process_outlives_its_test():
+    """A test that leaves a child process running fails, and the child is killed. Loader workers ignore SIGTERM,
+    so a leaked one made the whole test process hang at exit (a CI run timed out that way)."""
+    yield
+    left = multiprocessing.active_children()
+    for p in left:
+        p.kill()
+        p.join(5)
+    assert not left, f"child processes still running after the test: {left}"
 
 
 def tiny_model_overrides(**extra) -> list[str]:

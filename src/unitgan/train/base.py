@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from unitgan.config import Config
 from unitgan.data import build_loader
@@ -28,6 +28,12 @@ class TrainData:
 
     next_batch: Callable[[], tuple]  # one step's input: the loop calls trainer.train_step(*next_batch())
     datasets: tuple[Dataset, ...]  # the training sets (the loop reports their skipped bad images)
+    batches: tuple[EndlessBatches, ...] = ()  # the loaders behind next_batch: the loop closes them at the end
+
+    def close(self) -> None:
+        """Stop every loader's worker processes (the loop calls this however the run ends)."""
+        for b in self.batches:
+            b.close()
 
 
 class Trainer(Protocol):
@@ -73,19 +79,48 @@ class Trainer(Protocol):
     def load_state(self, state: dict[str, Any]) -> None: ...
 
 
-def endless(loader) -> Iterator:
-    """Batches of an (infinite-sampler) loader, for ever."""
-    while True:
-        yield from loader
+class EndlessBatches:
+    """Batches of an (infinite-sampler) loader, for ever; :meth:`close` stops its worker processes.
+
+    The workers ignore SIGTERM (``unitgan.data.build_loader``: a signal to the process group must not kill them
+    before the main process has checkpointed), so they must be shut down explicitly: left to the garbage
+    collector, a loader that sits in a reference cycle (an exception's traceback) outlives the run, and at
+    interpreter exit ``multiprocessing`` waits for ever on workers that ignore its SIGTERM.
+    """
+
+    def __init__(self, loader: DataLoader):
+        self.loader: DataLoader | None = loader
+        self._it: Iterator | None = None
+
+    def __iter__(self) -> EndlessBatches:
+        return self
+
+    def __next__(self):
+        if self.loader is None:
+            raise RuntimeError("these batches were closed")
+        if self._it is None:
+            self._it = iter(self.loader)
+        try:
+            return next(self._it)
+        except StopIteration:  # a finite sampler: start the next pass
+            self._it = iter(self.loader)
+            return next(self._it)
+
+    def close(self) -> None:
+        """Shut the worker processes down now (dropping the last references runs DataLoader's shutdown)."""
+        it, loader, self._it, self.loader = self._it, self.loader, None, None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()  # torch's own shutdown: joins the workers, then closes their queues
+        del it, loader
 
 
 def endless_batches(
     cfg: Config, ds: Dataset, seed: int, start_step: int, rank: int, world_size: int, device: torch.device
-) -> Iterator:
+) -> EndlessBatches:
     """An endless iterator over ``ds`` that continues after ``start_step`` steps of this rank."""
     start = start_step * cfg.data.batch_size * cfg.train.accumulate
     loader = build_loader(cfg, ds, seed=seed, start=start, rank=rank, world_size=world_size, device=device)
-    return iter(endless(loader))
+    return EndlessBatches(loader)
 
 
 def build_adam(params, lr: float, cfg: Config, device: torch.device) -> torch.optim.Adam:

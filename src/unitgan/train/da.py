@@ -100,7 +100,7 @@ class DABase(nn.Module):
             x_a, y_a = next(it_a)
             return x_a, y_a, next(it_b)
 
-        return TrainData(next_batch, (ds_a, ds_b))
+        return TrainData(next_batch, (ds_a, ds_b), (it_a, it_b))
 
     def fixed_batch(self) -> None:
         return None

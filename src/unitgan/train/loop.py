@@ -63,14 +63,20 @@ def run(cfg: Config, progress: bool, dctx: distributed.DistContext, device: torc
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UnitganError(f"run folder '{run_dir}' cannot be created: {e.strerror or e}") from None
-    with RunLock(run_dir) if dctx.is_main else contextlib.nullcontext():
-        return run_locked(cfg, progress, dctx, device, run_dir)
+    with RunLock(run_dir) if dctx.is_main else contextlib.nullcontext(), contextlib.ExitStack() as cleanup:
+        return run_locked(cfg, progress, dctx, device, run_dir, cleanup)
 
 
 def run_locked(
-    cfg: Config, progress: bool, dctx: distributed.DistContext, device: torch.device, run_dir: Path
+    cfg: Config,
+    progress: bool,
+    dctx: distributed.DistContext,
+    device: torch.device,
+    run_dir: Path,
+    cleanup: contextlib.ExitStack,
 ) -> TrainResult:
-    """The loop itself, on one rank: set up, resume, step until done or stopped, checkpoint, evaluate."""
+    """The loop itself, on one rank: set up, resume, step until done or stopped, checkpoint, evaluate.
+    ``cleanup`` closes what the run opened (the data loaders) when the run ends, by return or by error."""
     tc = cfg.train
     # -- the process ----------------------------------------------------------------------------------------
     if tc.threads:
@@ -111,6 +117,7 @@ def run_locked(
     if not dctx.is_main:
         dctx.barrier()
     data = trainer.data(step, dctx.rank, dctx.world_size)
+    cleanup.callback(data.close)  # loader workers stop however the run ends (see base.EndlessBatches)
     if dctx.is_main:
         dctx.barrier()
     fixed = trainer.fixed_batch() if dctx.is_main else None

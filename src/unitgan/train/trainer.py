@@ -175,8 +175,10 @@ class UNITTrainer(nn.Module):
         it_a = endless_batches(cfg, ds_a, seed * 2 + 0, start_step, rank, world_size, self.device)
         it_b = endless_batches(cfg, ds_b, seed * 2 + 1, start_step, rank, world_size, self.device)
         if k == 1:
-            return TrainData(lambda: (next(it_a), next(it_b)), (ds_a, ds_b))
-        return TrainData(lambda: ([next(it_a) for _ in range(k)], [next(it_b) for _ in range(k)]), (ds_a, ds_b))
+            return TrainData(lambda: (next(it_a), next(it_b)), (ds_a, ds_b), (it_a, it_b))
+        return TrainData(
+            lambda: ([next(it_a) for _ in range(k)], [next(it_b) for _ in range(k)]), (ds_a, ds_b), (it_a, it_b)
+        )
 
     def fixed_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The same ``train.image_rows`` images of each domain for every image grid: from the test split
