@@ -70,9 +70,9 @@ def _check_large_folder(tmp_path: Path, n: int, caplog) -> dict[str, float]:
     reads = {"n": 0}
     real = filelist_module.image_size
 
-    def counting(path):
+    def counting(path, max_pixels=0):
         reads["n"] += 1
-        return real(path)
+        return real(path, max_pixels)
 
     with caplog.at_level(logging.INFO, logger="unitgan.data.filelist"):
         filelist_module.image_size = counting

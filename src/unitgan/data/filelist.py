@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+import unitgan.data.io as image_io
 from unitgan.data.io import IMAGE_EXTENSIONS, image_size
 from unitgan.errors import UnitganError
 from unitgan.runtime import atomic_write
@@ -203,9 +204,10 @@ class FileIndex:
 
     def _read_sizes(self, indices: np.ndarray) -> np.ndarray:
         out = np.full((len(indices), 2), _BAD, dtype=np.int32)
+        limit = image_io.pixel_limit()  # once per chunk of headers, not per file (io's: the one limit)
         for j, i in enumerate(indices):
             try:
-                out[j] = image_size(self.paths.path_str(int(i)))
+                out[j] = image_size(self.paths.path_str(int(i)), limit)
             except UnitganError:
                 pass
         return out
