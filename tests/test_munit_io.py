@@ -17,6 +17,7 @@ from unitgan.cli import main
 from unitgan.data.io import tensor_to_pil
 from unitgan.export import FORMATS, PARITY_TOL, export_checkpoint, load_export
 from unitgan.inference import Translator
+from unitgan.metrics.multimodal import synthetic_ground_truth
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +269,7 @@ def test_munit_demo_writes_samples_truths_and_coverage(tmp_path, monkeypatch, ca
     assert page.count("<img") == 6 * (1 + 4 + 4)  # per shown input: the sketch, 4 samples, 4 ground truths
     assert f"{munit['coverage']:.3f}" in page and "ground truths (modes 0..3)" in page
     truth = np.asarray(Image.open(out / "examples" / "truth005_003.png"))
-    x_a, truths = demo_munit.held_out_modes(trained[0])
+    x_a, truths = synthetic_ground_truth(trained[0])
     want = np.asarray(tensor_to_pil(truths[5, 3]).resize((64, 64), resample=0))
     np.testing.assert_array_equal(truth, want)  # mode 3 of scene 5, 4x enlarged
     assert main(["demo", "--model", "unit", "munit", "--out", str(out)]) == 2

@@ -18,12 +18,16 @@ from pathlib import Path
 
 import torch
 
-from unitgan.config import Config, load_config
-from unitgan.data import SyntheticDomain
+from unitgan.config import load_config
 from unitgan.demo import save_examples
 from unitgan.errors import UnitganError
 from unitgan.inference import BaseTranslator, Translator
-from unitgan.metrics.multimodal import feature_diversity, multimodal_scores, optional_inception
+from unitgan.metrics.multimodal import (
+    feature_diversity,
+    multimodal_scores,
+    optional_inception,
+    synthetic_ground_truth,
+)
 from unitgan.models import build_generator
 from unitgan.train.loop import train
 
@@ -62,24 +66,6 @@ def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def held_out_modes(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """The held-out sketches ``x_a`` [N, 1, S, S] and all their right paintings [N, K, 3, S, S]."""
-    d = cfg.data
-    if d.source != "synthetic" or d.synthetic_modes < 2:
-        raise UnitganError("the MUNIT demo needs data.source synthetic and data.synthetic_modes >= 2")
-    ds = SyntheticDomain(
-        "b",
-        "test",
-        d.crop_size,
-        d.synthetic_test,
-        seed=cfg.train.seed,
-        palette=d.synthetic_palette,
-        modes=d.synthetic_modes,
-    )
-    pairs = [ds.multimodal_pair(i) for i in range(len(ds))]
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-
-
 def style_samples(
     translator: BaseTranslator, x_a: torch.Tensor, n_styles: int, seed: int, batch: int = 50
 ) -> torch.Tensor:
@@ -108,7 +94,9 @@ def run_munit_demo(
     cfg = load_config(preset or MUNIT_DEMO_PRESET, [f"train.out_dir={out / 'run'}", *(overrides or [])])
     if cfg.model.arch != "munit":
         raise UnitganError(f"the MUNIT demo needs model.arch munit, the config has '{cfg.model.arch}'")
-    x_a, truths = held_out_modes(cfg)
+    if cfg.data.source != "synthetic" or cfg.data.synthetic_modes < 2:
+        raise UnitganError("the MUNIT demo needs data.source synthetic and data.synthetic_modes >= 2")
+    x_a, truths = synthetic_ground_truth(cfg)  # held-out sketches and all K right paintings of each
     features = optional_inception()
 
     torch.manual_seed(cfg.train.seed)
