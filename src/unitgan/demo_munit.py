@@ -70,7 +70,7 @@ def style_samples(
     translator: BaseTranslator, x_a: torch.Tensor, n_styles: int, seed: int, batch: int = 50
 ) -> torch.Tensor:
     """Every input ``x_a`` [N, 1, S, S] translated A -> B in styles 0..n_styles-1 of ``seed``: [N, K, 3, S, S]."""
-    codes = translator.draw_styles(n_styles, seed)  # [K, style_dim]
+    codes = translator.draw_styles(n_styles, seed, "b")  # [K, style_dim] of domain B
     per_style = [
         torch.cat([translator.translate(x_a[i : i + batch], "a2b", s) for i in range(0, len(x_a), batch)])
         for s in codes.split(1)

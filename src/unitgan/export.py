@@ -321,9 +321,13 @@ def _export_munit(
     manifest["style_dim"] = gen.style_dim
     manifest["style_rule"] = (
         "each direction takes a style code of the target domain, [N or 1, style_dim] float32: draw it from "
-        "N(0, I) for a random output, or encode an image of the target domain with style_encoders[domain] "
-        "(padded like the input) for example-guided translation"
+        "N(0, I) (or, where style_banks has the target domain, pick a row of it) for a random output, or "
+        "encode an image of the target domain with style_encoders[domain] (padded like the input) for "
+        "example-guided translation"
     )
+    banks = {d: bank.float().cpu().tolist() for d in ("a", "b") if (bank := gen.style_bank(d)) is not None}
+    if banks:  # model.style_prior=bank: the remembered real styles, [M, style_dim] per domain
+        manifest["style_banks"] = banks
     manifest["style_encoders"] = {
         dst: {**entry, "in_channels": manifest["channels"][dst]} for dst, entry in style_files.items()
     }

@@ -151,6 +151,7 @@ class BaseTranslator:
         self.scale = scale
         self.engine = engine
         self.bytes_per_pixel: int | None = None  # memory per translated pixel, estimated when first needed
+        self.style_banks: dict[str, torch.Tensor] = {}  # domain -> [M, style_dim] (model.style_prior=bank)
         self.skipped = {"existing": 0, "bad": 0}  # inputs skipped by the last translate_files
 
     def channels(self, domain: str) -> int:
@@ -170,11 +171,17 @@ class BaseTranslator:
         """The raw style encoder of ``domain``: [N, C, H, W] (padded) -> [N, style_dim]."""
         raise NotImplementedError
 
-    def draw_styles(self, n: int, seed: int = 0) -> torch.Tensor:
-        """``n`` style codes from N(0, I), [n, style_dim] float32 on the CPU; the same for a seed everywhere."""
+    def draw_styles(self, n: int, seed: int = 0, domain: str | None = None) -> torch.Tensor:
+        """``n`` style codes of the target ``domain``, [n, style_dim] float32 on the CPU; the same for a seed
+        everywhere. From N(0, I), or, for a model trained with ``model.style_prior=bank``, rows of that domain's
+        bank of remembered real styles (drawn uniformly)."""
         if not self.multimodal:
             raise UnitganError(UNIMODAL_MESSAGE)
-        return torch.randn(n, self.style_dim, generator=torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        bank = self.style_banks.get(domain) if domain is not None else None
+        if bank is not None:
+            return bank[torch.randint(len(bank), (n,), generator=g)].clone()
+        return torch.randn(n, self.style_dim, generator=g)
 
     @torch.inference_mode()
     def style_of(self, x: torch.Tensor, domain: str) -> torch.Tensor:
@@ -188,10 +195,11 @@ class BaseTranslator:
             raise UnitganError(f"style image must be [N, {self.channels(domain)}, H, W], got {tuple(x.shape)}")
         return self.run_style_encoder(pad_for_model(x.to(self.device, torch.float32), self.size_multiple), domain)
 
-    def check_style(self, style: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """``style`` as [N or 1, style_dim] float32 on the device; None for a unimodal model (which takes none)."""
+    def check_style(self, style: torch.Tensor | None, n: int, domain: str | None = None) -> torch.Tensor | None:
+        """``style`` as [N or 1, style_dim] float32 on the device (None: ``draw_styles(n, 0, domain)``); None for
+        a unimodal model (which takes none)."""
         if style is None:
-            return self.draw_styles(n).to(self.device) if self.multimodal else None
+            return self.draw_styles(n, 0, domain).to(self.device) if self.multimodal else None
         if not self.multimodal:
             raise UnitganError(UNIMODAL_MESSAGE)
         if style.ndim != 2 or style.shape[0] not in (1, n) or style.shape[1] != self.style_dim:
@@ -204,7 +212,7 @@ class BaseTranslator:
         or resized to ``fixed_size`` and back).
 
         ``style``: a multimodal model's style code(s) of the target domain, [N or 1, style_dim]; None draws
-        ``draw_styles(N, seed=0)``. A unimodal model refuses a style."""
+        ``draw_styles(N, 0, target domain)``. A unimodal model refuses a style."""
         check_direction(direction)
         if direction not in self.directions:
             raise UnitganError(f"direction '{direction}' is not in this export (it has {', '.join(self.directions)})")
@@ -212,7 +220,7 @@ class BaseTranslator:
         if x.ndim != 4 or x.shape[1] != self.channels(src):
             raise UnitganError(f"input must be [N, {self.channels(src)}, H, W] for {direction}, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        style = self.check_style(style, x.shape[0])
+        style = self.check_style(style, x.shape[0], direction[2])
         x = x.to(self.device, torch.float32)
 
         def run(x: torch.Tensor) -> torch.Tensor:
@@ -408,7 +416,7 @@ class BaseTranslator:
                 raise UnitganError(f"style image '{style_image}' does not exist")
             x_ref = self.prepare(load_image(ref, self.channels(dst)), size, native)  # [C_dst, H, W]
             return [""], [self.style_of(x_ref.unsqueeze(0), dst)]
-        codes = self.draw_styles(max(styles, 1), seed)  # [K, style_dim]
+        codes = self.draw_styles(max(styles, 1), seed, direction[2])  # [K, style_dim]
         if not styles:
             return [""], [codes]
         return [f"_style{k}" for k in range(styles)], list(codes.split(1))
@@ -454,6 +462,10 @@ class Translator(BaseTranslator):
         )
         self.gen = gen.to(device).eval()
         self.precision = precision
+        if isinstance(gen, MUNITGenerator):
+            for d in ("a", "b"):
+                if (bank := gen.style_bank(d)) is not None:
+                    self.style_banks[d] = bank.detach().float().cpu()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:
@@ -504,6 +516,8 @@ class ExportedTranslator(BaseTranslator):
         self.runners = runners
         self.manifest = manifest
         self.style_encoders = style_encoders or {}
+        for d, rows in manifest.get("style_banks", {}).items():  # model.style_prior=bank
+            self.style_banks[d] = torch.tensor(rows, dtype=torch.float32).view(-1, style_dim)
 
     def run(self, x: torch.Tensor, direction: str, style: torch.Tensor | None = None) -> torch.Tensor:
         if style is None:

@@ -158,6 +158,10 @@ class MUNITGenerator(nn.Module):
         # pool, which takes any size, so only the content path sets the multiple
         self.size_multiple = 2**cfg.n_down
         init_weights(self, cfg.init)
+        if cfg.style_prior == "bank":  # the style codes of recent real training images, per domain (a FIFO)
+            self.register_buffer("style_bank_a", torch.zeros(cfg.style_bank, cfg.style_dim))
+            self.register_buffer("style_bank_b", torch.zeros(cfg.style_bank, cfg.style_dim))
+            self.register_buffer("style_bank_count", torch.zeros(2, dtype=torch.long))  # rows filled (a, b)
 
     def encode_content(self, x: torch.Tensor, domain: str) -> torch.Tensor:
         """[N, input_nc, H, W] -> content [N, content_ch, H/2^d, W/2^d]."""
@@ -176,10 +180,39 @@ class MUNITGenerator(nn.Module):
         """content [N, content_ch, h, w] + style [N, style_dim] -> image of ``domain`` in [-1, 1]."""
         return (self.dec_a if domain == "a" else self.dec_b)(c, s)
 
-    def sample_style(self, n: int, like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n style codes from the prior N(0, I): [n, style_dim], on the device and dtype of ``like``.
+    @torch.no_grad()
+    def remember_styles(self, s: torch.Tensor, domain: str) -> None:
+        """Append the style codes ``s`` [N, style_dim] of real images of ``domain`` to its bank (oldest rows out);
+        nothing when ``model.style_prior`` is normal. Tensor operations only (no host sync)."""
+        if self.cfg.style_prior != "bank":
+            return
+        bank = self.style_bank_a if domain == "a" else self.style_bank_b
+        s = s.detach()[-len(bank) :].to(bank.dtype)
+        bank.copy_(torch.cat([bank[len(s) :], s]))
+        i = 0 if domain == "a" else 1
+        self.style_bank_count[i] = (self.style_bank_count[i] + len(s)).clamp(max=len(bank))
+
+    def style_bank(self, domain: str) -> torch.Tensor | None:
+        """The remembered style codes of ``domain`` [M, style_dim] (M <= model.style_bank); None when
+        ``model.style_prior`` is normal or nothing was remembered (then draws come from N(0, I))."""
+        if self.cfg.style_prior != "bank":
+            return None
+        bank = self.style_bank_a if domain == "a" else self.style_bank_b
+        n = int(self.style_bank_count[0 if domain == "a" else 1])
+        return bank[len(bank) - n :] if n else None
+
+    def sample_style(
+        self, n: int, like: torch.Tensor, generator: torch.Generator | None = None, domain: str | None = None
+    ) -> torch.Tensor:
+        """n style codes: [n, style_dim], on the device and dtype of ``like``. From the prior N(0, I), or, with
+        ``domain`` and ``model.style_prior=bank``, rows of that domain's bank drawn uniformly (training always
+        draws from N(0, I), as MUNIT; ``domain`` is given at test time).
 
         ``generator`` (a torch.Generator on that device) makes the draw reproducible."""
+        bank = self.style_bank(domain) if domain is not None else None
+        if bank is not None:
+            rows = torch.randint(len(bank), (n,), generator=generator, device=like.device)
+            return bank.to(like.device)[rows].to(like.dtype)
         s = torch.randn(n, self.style_dim, generator=generator, device=like.device, dtype=torch.float32)
         return s.to(like.dtype)
 
@@ -197,7 +230,7 @@ class MUNITGenerator(nn.Module):
         src, dst = ("a", "b") if direction == "a2b" else ("b", "a")
         c = self.encode_content(x, src)
         if style is None:
-            style = self.sample_style(x.shape[0], x, generator)
+            style = self.sample_style(x.shape[0], x, generator, domain=dst)
         return self.decode(c, style.expand(x.shape[0], -1), dst)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, direction: str = "a2b") -> torch.Tensor:

@@ -15,7 +15,7 @@ side at ``data.load_size``; native if that is 0), or at native resolution with `
 resized back to the input's size, so the page shows input and translation side by side at one size.
 
 Styles (MUNIT models; ``/info`` says ``multimodal``): ``seed`` picks the style drawn from N(0, I) (style 0 of
-``draw_styles(1, seed)``, seed 0 by default; the page's "another style" sends a new one), and a
+``draw_styles(1, seed, target domain)``, seed 0 by default; the page's "another style" sends a new one), and a
 ``style_image`` of the target domain gives its own style instead (example-guided). UNIT is unimodal and
 refuses both with 422.
 """
@@ -295,7 +295,7 @@ def create_app(
             if ref is not None:
                 y = translator.translate(x, chosen, translator.style_of(ref.unsqueeze(0), chosen[2]))[0]
             elif translator.multimodal:
-                y = translator.translate(x, chosen, translator.draw_styles(1, seed or 0))[0]
+                y = translator.translate(x, chosen, translator.draw_styles(1, seed or 0, chosen[2]))[0]
             else:
                 y = translator.translate(x, chosen)[0]  # [C_dst, H', W']
         if tuple(y.shape[-2:]) != (img.height, img.width):

@@ -41,6 +41,8 @@ def munit_forward(
     n = x_a.shape[0]
     c_a, s_a_enc = g.encode(x_a, "a")  # [N, C, h, w], [N, style_dim]
     c_b, s_b_enc = g.encode(x_b, "b")
+    g.remember_styles(s_a_enc, "a")  # model.style_prior=bank: test-time styles come from these
+    g.remember_styles(s_b_enc, "b")
     s_a_real, s_b_real = s_a_enc, s_b_enc
     if sample_real_style:
         s_a_real = s_a_enc + torch.randn_like(s_a_enc)
@@ -106,7 +108,9 @@ class MUNITTrainer(UNITTrainer):
         g = self.gen
         x_a, x_b = self.prepare(fixed[0]), self.prepare(fixed[1])
         rng = torch.Generator(x_a.device).manual_seed(self.cfg.train.seed)
-        styles = g.sample_style(2 * self.GRID_STYLES, x_a, rng)  # [2G, style_dim]
+        styles = torch.cat(  # [2G, style_dim]: G of B for the A -> B rows, G of A; the test-time prior
+            [g.sample_style(self.GRID_STYLES, x_a, rng, domain=d) for d in ("b", "a")]
+        )
         with autocast(self.device, self.cfg.train.precision):
             c_a, s_a = g.encode(x_a, "a")
             c_b, s_b = g.encode(x_b, "b")
