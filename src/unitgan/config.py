@@ -30,6 +30,7 @@ Upsample = Literal["deconv", "nearest"]
 FeatUpdate = Literal["dis", "gen", "both"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
+StylePrior = Literal["normal", "bank"]
 Precision = Literal["fp32", "bf16", "fp16"]
 UpdateOrder = Literal["simultaneous", "alternating"]
 Arch = Literal["unit", "munit", "covae32"]  # network families that unitgan.models.build_generator knows
@@ -74,7 +75,7 @@ class ModelConfig:
     style_dim: int = 8  # arch=munit: length of a style code (drawn from N(0, I) at test time)
     style_n_down: int = 4  # arch=munit: stride-2 convs of the style encoder (the first two double the channels)
     mlp_dim: int = 256  # arch=munit: width of the 3-layer MLP mapping a style code to the AdaIN means and stds
-    style_prior: str = "normal"  # arch=munit: test-time style draws: normal = N(0, I) (MUNIT); bank = the style
+    style_prior: StylePrior = "normal"  # arch=munit: test-time style draws: normal = N(0, I) (MUNIT); bank = the style
     #   codes of the last style_bank real training images of the target domain, kept in the checkpoint
     style_bank: int = 256  # arch=munit, style_prior=bank: style codes remembered per domain
 
@@ -335,9 +336,6 @@ class Config:
         _check(1 <= m.style_dim <= 1024, "model.style_dim", f"must be in 1..1024, got {m.style_dim}")
         _check(2 <= m.style_n_down <= 8, "model.style_n_down", f"must be in 2..8, got {m.style_n_down}")
         _check(1 <= m.mlp_dim <= 8192, "model.mlp_dim", f"must be in 1..8192, got {m.mlp_dim}")
-        _check(
-            m.style_prior in ("normal", "bank"), "model.style_prior", f"must be normal or bank, got '{m.style_prior}'"
-        )
         _check(1 <= m.style_bank <= 65536, "model.style_bank", f"must be in 1..65536, got {m.style_bank}")
         for key in ["gan_w", "recon_w", "recon_c_w", "recon_s_w", "cyc_recon_w", "style_kl_w"]:
             v = getattr(mu, key)
