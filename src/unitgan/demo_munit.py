@@ -1,7 +1,8 @@
 """``unitgan demo munit``: train MUNIT on the K-mode synthetic domain, count the modes it covers, write a page.
 
 Every held-out sketch has K right paintings (``data.synthetic_modes``), all known. The trained model paints
-each sketch in K styles drawn from N(0, I) (style k is the same code for every input:
+each sketch in K styles drawn from its test-time prior (N(0, I), or with ``model.style_prior=bank`` the
+remembered styles of real training paintings; style k is the same code for every input:
 :meth:`unitgan.inference.BaseTranslator.draw_styles`), and :func:`unitgan.metrics.multimodal.multimodal_scores`
 scores the samples against the K ground truths: mode coverage, accuracy to the nearest ground truth,
 diversity. The page shows, per input, the K samples next to the K ground truths, and the scores of the trained
@@ -109,7 +110,13 @@ def run_munit_demo(
     (out / "results.json").write_text(
         json.dumps({"steps": result.step, "munit": scores, "baselines": baselines}, indent=2)
     )
-    page = write_munit_page(out, x_a, samples, truths, scores, baselines, result.step)
+    bank = translator.style_banks.get("b")
+    prior = (
+        "drawn from N(0, I)"
+        if bank is None
+        else f"picked from the styles of the last {len(bank)} real training paintings"
+    )
+    page = write_munit_page(out, x_a, samples, truths, scores, baselines, result.step, prior=prior)
     return MunitDemoReport(page, result.step, scores, baselines)
 
 
@@ -122,9 +129,11 @@ def write_munit_page(
     baselines: dict[str, dict[str, float | None]],
     steps: int,
     n: int = SHOWN,
+    prior: str = "drawn from N(0, I)",
 ) -> Path:
     """``index.html`` in ``out``: per input (of the first ``n``) the sketch, the K samples and the K ground
-    truths, and the score table. ``samples`` [N, S, 3, H, W], ``truths`` [N, K, 3, H, W]."""
+    truths, and the score table. ``samples`` [N, S, 3, H, W], ``truths`` [N, K, 3, H, W]; ``prior`` says how
+    the styles were drawn."""
     ex = out / "examples"
     inputs = save_examples(ex, "input", x_a[:n])
     rows = []
@@ -150,7 +159,7 @@ img{{image-rendering:pixelated;border:1px solid #ccc}} table.s td,table.s th{{pa
 <h1>unitgan demo: one sketch, {k} right paintings (MUNIT)</h1>
 <p>MUNIT trained for {steps} steps on unpaired synthetic scenes in which every sketch has {k} valid paintings
 (one background and paint colour each, drawn at random per training image). Scored on {scores["n_inputs"]}
-held-out sketches, each painted in {n_samples} styles drawn from N(0, I) (style k is the same code in every
+held-out sketches, each painted in {n_samples} styles {html.escape(prior)} (style k is the same code in every
 row), against all {k} ground truths. A sample matches a ground truth when at least {scores["match"]:.0%} of its
 pixels are within {scores["threshold"]} (on a 0-1 scale) in every channel. Coverage: the fraction of the {k}
 ground truths that some sample matches (a unimodal model such as UNIT covers at most 1/{k}). Nearest accuracy:
