@@ -107,11 +107,11 @@ class EndlessBatches:
             return next(self._it)
 
     def close(self) -> None:
-        """Shut the worker processes down now (dropping the last references runs DataLoader's shutdown)."""
-        it, loader, self._it, self.loader = self._it, self.loader, None, None
-        if it is not None and hasattr(it, "_shutdown_workers"):
-            it._shutdown_workers()  # torch's own shutdown: joins the workers, then closes their queues
-        del it, loader
+        """Shut the worker processes down now, with torch's own shutdown (joins the workers, closes their
+        queues); the loader and its iterator are dropped."""
+        it, self._it, self.loader = self._it, None, None
+        if it is not None and hasattr(it, "_shutdown_workers"):  # single-process iterators have no workers
+            it._shutdown_workers()
 
 
 def endless_batches(
