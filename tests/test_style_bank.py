@@ -15,7 +15,7 @@ from munit_support import munit_config
 
 from unitgan.export import export_checkpoint, load_export
 from unitgan.inference import Translator
-from unitgan.models import build_generator
+from unitgan.models import build_generator, spread_rows
 from unitgan.train.loop import train
 
 
@@ -71,3 +71,41 @@ def test_training_fills_the_bank_and_translators_and_exports_draw_from_it(tmp_pa
     assert len(manifest["style_banks"]["b"]) == 6
     exported = load_export(out)
     torch.testing.assert_close(exported.draw_styles(8, seed=3, domain="b"), codes)
+
+
+def clustered_bank(sizes=(200, 30, 16, 10), dim=4, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bank of len(sizes) tight, far-apart clusters of unequal size (the looks of a domain; most images share
+    one look): rows [M, dim] and each row's cluster [M]."""
+    g = torch.Generator().manual_seed(seed)
+    centers = 10 * torch.eye(len(sizes), dim)
+    label = torch.cat([torch.full((n,), k) for k, n in enumerate(sizes)])
+    return centers[label] + 0.01 * torch.randn(len(label), dim, generator=g), label
+
+
+def test_k_draws_from_a_bank_show_k_different_looks():
+    """``--styles 4`` on a domain with 4 looks gives the 4 looks (uniform draws of the same bank repeat the common
+    one: all 4 in under 1% of seeds with these cluster sizes)."""
+    bank, label = clustered_bank()
+    for seed in range(30):
+        rows = spread_rows(bank, 4, torch.Generator().manual_seed(seed))
+        assert sorted(label[rows].tolist()) == [0, 1, 2, 3], seed
+    uniform = [len(set(label[torch.randint(len(bank), (4,), generator=torch.Generator().manual_seed(s))].tolist()))
+               for s in range(30)]
+    assert sum(n == 4 for n in uniform) < 10  # the contrast: uniform draws mostly miss a look
+
+
+def test_one_draw_is_a_uniform_row_and_draws_are_reproducible():
+    bank, label = clustered_bank()
+    firsts = torch.cat([spread_rows(bank, 1, torch.Generator().manual_seed(s)) for s in range(2000)])
+    share = (label[firsts] == 0).float().mean().item()  # the big look holds 200 of 256 rows
+    assert abs(share - 200 / 256) < 0.04  # the served page's "another style" (one draw per seed) is uniform
+    assert len(set(firsts.tolist())) > 200  # ... over all rows, not one per look
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(spread_rows(bank, 16, g1), spread_rows(bank, 16, g2))
+
+
+def test_more_draws_than_rows_use_every_row_before_repeating():
+    bank = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    rows = spread_rows(bank, 14, torch.Generator().manual_seed(0))
+    assert sorted(rows[:6].tolist()) == list(range(6)) and sorted(rows[6:12].tolist()) == list(range(6))
+    assert spread_rows(bank, 0).numel() == 0

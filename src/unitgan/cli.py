@@ -75,7 +75,8 @@ def _add_translate(sub) -> None:
         default=0,
         metavar="K",
         help="MUNIT: K outputs per input, NAME_style0.png .. NAME_style{K-1}.png; style k is the same for every "
-        "input (drawn from N(0, I) with --seed)",
+        "input (drawn with --seed from N(0, I), or, for a model trained with model.style_prior=bank, K remembered "
+        "real styles spread over their looks)",
     )
     style.add_argument(
         "--style-image",

@@ -76,7 +76,8 @@ class ModelConfig:
     style_n_down: int = 4  # arch=munit: stride-2 convs of the style encoder (the first two double the channels)
     mlp_dim: int = 256  # arch=munit: width of the 3-layer MLP mapping a style code to the AdaIN means and stds
     style_prior: StylePrior = "normal"  # arch=munit: test-time style draws: normal = N(0, I) (MUNIT); bank = the style
-    #   codes of the last style_bank real training images of the target domain, kept in the checkpoint
+    #   codes of the last style_bank real training images of the target domain, kept in the checkpoint; K draws
+    #   are spread over them (k-means++ seeding, unitgan.models.spread_rows), so K outputs show K looks
     style_bank: int = 256  # arch=munit, style_prior=bank: style codes remembered per domain
 
 

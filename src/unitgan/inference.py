@@ -44,7 +44,7 @@ from unitgan.data.io import (
 )
 from unitgan.data.transforms import resize_shorter
 from unitgan.errors import UnitganError
-from unitgan.models import MUNITGenerator, UNITGenerator, build_generator
+from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, spread_rows
 from unitgan.runtime import atomic_write, autocast, check_precision, resolve_device
 from unitgan.train.checkpoint import load_checkpoint, state_dict_problem
 
@@ -174,13 +174,14 @@ class BaseTranslator:
     def draw_styles(self, n: int, seed: int = 0, domain: str | None = None) -> torch.Tensor:
         """``n`` style codes of the target ``domain``, [n, style_dim] float32 on the CPU; the same for a seed
         everywhere. From N(0, I), or, for a model trained with ``model.style_prior=bank``, rows of that domain's
-        bank of remembered real styles (drawn uniformly)."""
+        bank of remembered real styles, spread over it (:func:`unitgan.models.spread_rows`: n draws show n
+        different looks where the bank has them)."""
         if not self.multimodal:
             raise UnitganError(UNIMODAL_MESSAGE)
         g = torch.Generator().manual_seed(seed)
         bank = self.style_banks.get(domain) if domain is not None else None
         if bank is not None:
-            return bank[torch.randint(len(bank), (n,), generator=g)].clone()
+            return bank[spread_rows(bank, n, g)].clone()
         return torch.randn(n, self.style_dim, generator=g)
 
     @torch.inference_mode()

@@ -131,15 +131,16 @@ def synthetic_ground_truth(cfg: Config, n: int | None = None) -> tuple[torch.Ten
 def style_samples(gen: nn.Module, x_a: torch.Tensor, n_styles: int, seed: int = 0, batch: int = 50) -> torch.Tensor:
     """``n_styles`` A -> B translations of every input ``x_a`` [N, C, H, W] -> [N, S, 3, H, W].
 
-    A generator with ``sample_style`` (MUNIT) gets a style from its test-time prior per sample (a generator seeded with
-    ``seed``: the same samples every call); a unimodal one (UNIT) gives its one translation S times."""
+    A generator with ``sample_style`` (MUNIT) gets S styles per input from its test-time prior (a generator seeded
+    with ``seed``: the same samples every call); a unimodal one (UNIT) gives its one translation S times."""
     param = next(gen.parameters())
     g = torch.Generator(param.device).manual_seed(seed)
     out = []
     for x in x_a.split(batch):
         x = x.to(param.device)
         if hasattr(gen, "sample_style"):
-            s = gen.sample_style(x.shape[0] * n_styles, x, g, domain="b").view(n_styles, x.shape[0], -1)
+            # the S styles of one input are drawn together (from a bank they spread over its looks)
+            s = torch.stack([gen.sample_style(n_styles, x, g, domain="b") for _ in range(len(x))], 1)  # [S, n, D]
             ys = [gen.translate(x, "a2b", style=s[i]) for i in range(n_styles)]
         else:
             ys = [gen.translate(x, "a2b")] * n_styles

@@ -34,6 +34,28 @@ def adain(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = 1
     return F.instance_norm(x, eps=eps) * std[:, :, None, None] + mean[:, :, None, None]
 
 
+def spread_rows(bank: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Indices [n] of ``n`` rows of ``bank`` [M, D] that spread over it: k-means++ seeding. The first row is drawn
+    uniformly; each next one with probability proportional to its squared distance to the nearest row picked
+    so far. So one draw is a uniform random row, and n draws land in n different clusters of styles (the
+    looks of a domain) far more often than n uniform draws, which repeat the common looks. After all rows
+    with a distance left are used, a new round starts uniformly. On the bank's device, with ``generator``
+    (on that device) for a reproducible pick."""
+    b = bank.float()
+    picked: list[torch.Tensor] = []
+    d2: torch.Tensor | None = None  # [M] squared distance of each row to the nearest pick of this round
+    for _ in range(n):
+        if d2 is None or not bool(d2.sum() > 0):  # a new round: nothing picked yet, or every row at distance 0
+            j = torch.randint(len(b), (1,), generator=generator, device=b.device)
+            d2 = None
+        else:
+            j = torch.multinomial(d2, 1, generator=generator)
+        picked.append(j)
+        dist = (b - b[j]).square().sum(1)
+        d2 = dist if d2 is None else torch.minimum(d2, dist)
+    return torch.cat(picked) if picked else torch.zeros(0, dtype=torch.long, device=b.device)
+
+
 class AdaINResBlock(nn.Module):
     """x + conv3x3 -> AdaIN -> activ -> conv3x3 -> AdaIN. Takes its AdaIN parameters as an input."""
 
@@ -205,14 +227,14 @@ class MUNITGenerator(nn.Module):
         self, n: int, like: torch.Tensor, generator: torch.Generator | None = None, domain: str | None = None
     ) -> torch.Tensor:
         """n style codes: [n, style_dim], on the device and dtype of ``like``. From the prior N(0, I), or, with
-        ``domain`` and ``model.style_prior=bank``, rows of that domain's bank drawn uniformly (training always
-        draws from N(0, I), as MUNIT; ``domain`` is given at test time).
+        ``domain`` and ``model.style_prior=bank``, n rows of that domain's bank picked by :func:`spread_rows`
+        (training always draws from N(0, I), as MUNIT; ``domain`` is given at test time).
 
         ``generator`` (a torch.Generator on that device) makes the draw reproducible."""
         bank = self.style_bank(domain) if domain is not None else None
         if bank is not None:
-            rows = torch.randint(len(bank), (n,), generator=generator, device=like.device)
-            return bank.to(like.device)[rows].to(like.dtype)
+            bank = bank.to(like.device)
+            return bank[spread_rows(bank, n, generator)].to(like.dtype)
         s = torch.randn(n, self.style_dim, generator=generator, device=like.device, dtype=torch.float32)
         return s.to(like.dtype)
 
