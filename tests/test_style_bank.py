@@ -89,8 +89,10 @@ def test_k_draws_from_a_bank_show_k_different_looks():
     for seed in range(30):
         rows = spread_rows(bank, 4, torch.Generator().manual_seed(seed))
         assert sorted(label[rows].tolist()) == [0, 1, 2, 3], seed
-    uniform = [len(set(label[torch.randint(len(bank), (4,), generator=torch.Generator().manual_seed(s))].tolist()))
-               for s in range(30)]
+    uniform = [
+        len(set(label[torch.randint(len(bank), (4,), generator=torch.Generator().manual_seed(s))].tolist()))
+        for s in range(30)
+    ]
     assert sum(n == 4 for n in uniform) < 10  # the contrast: uniform draws mostly miss a look
 
 
