@@ -84,6 +84,26 @@ def test_step_trains_both_networks_and_target_path(tmp_path):
         assert not torch.equal(before[key], after[key]), key  # the target's first D layer learns too
 
 
+def test_cls_ab_trains_the_target_path_on_translations_with_source_labels(tmp_path):
+    """da.cls_ab_w (a deviation, off in the preset): the class head also reads x_ab through the target's first
+    layer with the labels of x_a. The same step with other labels gives dis_b another gradient only with it on."""
+    x_a, x_b = torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 1, 32, 32) * 2 - 1
+
+    def dis_b_after_step(labels: list[int], *extra: str) -> tuple[torch.Tensor, dict]:
+        torch.manual_seed(0)
+        trainer = DA32Trainer(_config(tmp_path, *extra), torch.device("cpu"))
+        trainer.eval()  # no dropout: the runs differ only by the labels
+        terms = trainer.dis_update(x_a, torch.tensor(labels), x_b)[1]
+        return trainer.dis.dis_b[0].weight.grad.clone(), terms  # (Adam's first step only keeps its signs)
+
+    off_1, terms_off = dis_b_after_step([0, 1, 2, 0])
+    off_2, _ = dis_b_after_step([2, 2, 1, 1])
+    assert "cls_ab" not in terms_off and torch.equal(off_1, off_2)  # labels never reach dis_b without it
+    on_1, terms_on = dis_b_after_step([0, 1, 2, 0], "da.cls_ab_w=10")
+    on_2, _ = dis_b_after_step([2, 2, 1, 1], "da.cls_ab_w=10")
+    assert torch.isfinite(terms_on["cls_ab"]) and not torch.equal(on_1, on_2)
+
+
 def test_source_only_trains_only_the_source_classifier_path(tmp_path):
     cfg = _config(tmp_path, "da.source_only=true")
     trainer = DA32Trainer(cfg, torch.device("cpu"))
