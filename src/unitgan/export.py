@@ -325,7 +325,7 @@ def _export_munit(
         "encode an image of the target domain with style_encoders[domain] (padded like the input) for "
         "example-guided translation"
     )
-    banks = {d: bank.float().cpu().tolist() for d in ("a", "b") if (bank := gen.style_bank(d)) is not None}
+    banks = {d: bank.tolist() for d, bank in gen.style_banks().items()}
     if banks:  # model.style_prior=bank: the remembered real styles, [M, style_dim] per domain
         manifest["style_banks"] = banks
     manifest["style_encoders"] = {

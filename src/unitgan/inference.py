@@ -464,9 +464,7 @@ class Translator(BaseTranslator):
         self.gen = gen.to(device).eval()
         self.precision = precision
         if isinstance(gen, MUNITGenerator):
-            for d in ("a", "b"):
-                if (bank := gen.style_bank(d)) is not None:
-                    self.style_banks[d] = bank.detach().float().cpu()
+            self.style_banks = gen.style_banks()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:

@@ -223,6 +223,11 @@ class MUNITGenerator(nn.Module):
         n = int(self.style_bank_count[0 if domain == "a" else 1])
         return bank[len(bank) - n :] if n else None
 
+    def style_banks(self) -> dict[str, torch.Tensor]:
+        """Every domain's remembered style codes as float32 on the CPU, {domain: [M, style_dim]}; empty when
+        ``model.style_prior`` is normal or nothing was remembered. What translators and exports carry."""
+        return {d: bank.detach().float().cpu() for d in ("a", "b") if (bank := self.style_bank(d)) is not None}
+
     def sample_style(
         self, n: int, like: torch.Tensor, generator: torch.Generator | None = None, domain: str | None = None
     ) -> torch.Tensor:
