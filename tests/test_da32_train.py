@@ -104,6 +104,29 @@ def test_cls_ab_trains_the_target_path_on_translations_with_source_labels(tmp_pa
     assert torch.isfinite(terms_on["cls_ab"]) and not torch.equal(on_1, on_2)
 
 
+@pytest.mark.parametrize("path", ["a", "b"])
+def test_sem_ab_makes_the_generator_keep_the_source_label(tmp_path, path):
+    """da.sem_ab_w (a deviation, off in the presets): in the G phase the class head reads x_ab through the first
+    D layer of da.sem_path, and the generator learns to keep x_a's label. Other labels change the generator's
+    gradient only with it on, and D's weights never see that term (D is frozen in the G phase)."""
+    x_a, x_b = torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 1, 32, 32) * 2 - 1
+
+    def gen_grad(labels: list[int], *extra: str) -> tuple[torch.Tensor, dict, torch.Tensor | None]:
+        torch.manual_seed(0)
+        trainer = DA32Trainer(_config(tmp_path, *extra), torch.device("cpu"))
+        trainer.eval()  # no dropout, mean latent: the runs differ only by the labels
+        terms = trainer.gen_update(x_a, torch.tensor(labels), x_b)[1]
+        return trainer.gen.dec_b[1].weight.grad.clone(), terms, trainer.dis.cls_head.weight.grad
+
+    off_1, terms_off, _ = gen_grad([0, 1, 2, 0])
+    off_2, _, _ = gen_grad([2, 2, 1, 1])
+    assert "gen_sem_ab" not in terms_off and torch.equal(off_1, off_2)
+    on_1, terms_on, dis_grad = gen_grad([0, 1, 2, 0], "da.sem_ab_w=1", f"da.sem_path={path}")
+    on_2, _, _ = gen_grad([2, 2, 1, 1], "da.sem_ab_w=1", f"da.sem_path={path}")
+    assert torch.isfinite(terms_on["gen_sem_ab"]) and not torch.equal(on_1, on_2)
+    assert dis_grad is None  # the class head is not trained by the generator's phase
+
+
 def test_source_only_trains_only_the_source_classifier_path(tmp_path):
     cfg = _config(tmp_path, "da.source_only=true")
     trainer = DA32Trainer(cfg, torch.device("cpu"))

@@ -28,6 +28,7 @@ DisDownsample = Literal["avgpool", "gaussian"]
 PadType = Literal["zero", "reflect"]
 Upsample = Literal["deconv", "nearest"]
 FeatUpdate = Literal["dis", "gen", "both"]
+SemPath = Literal["a", "b"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
 StylePrior = Literal["normal", "bank"]
@@ -174,6 +175,11 @@ class DAConfig:
     dropout: float = 0.0  # dropout after each shared discriminator layer
     cls_w: float = 10.0  # classification loss on labelled source images x_a (the paper's weight 10)
     cls_ab_w: float = 0.0  # classification loss on x_ab (source translated to the target) with the source labels
+    # covae32: semantic loss on the GENERATOR (CyCADA-style): the class head reads x_ab through the first D layer
+    # of domain da.sem_path (a = the classifier trained on labelled source) and the generator is pushed to keep
+    # the label of its x_a; D is frozen in that phase, so only the translation learns from it
+    sem_ab_w: float = 0.0
+    sem_path: SemPath = "a"
     # L1 (mean over elements) between trunk features of x_aa and x_ab (same latent z_a), and of x_bb and x_ba;
     # the paper's 1e-4 multiplies a per-image sum of squares over thousands of features, hence 1 here
     feat_w: float = 1.0

@@ -53,7 +53,7 @@ class DA32Trainer(DABase):
             self.sched_dis.step()
             return {"dis_cls": cls.detach()}
         loss_d, terms_d = self.dis_update(x_a, y_a, x_b)
-        loss_g, terms_g = self.gen_update(x_a, x_b)
+        loss_g, terms_g = self.gen_update(x_a, y_a, x_b)
         self.sched_dis.step()
         self.sched_gen.step()
         return {"loss_d": loss_d, "loss_g": loss_g, **terms_d, **terms_g}
@@ -86,14 +86,18 @@ class DA32Trainer(DABase):
         self.apply_update(loss.detach(), (self.opt_dis, self.dis))
         return loss.detach(), {k: v.detach() for k, v in terms.items()}
 
-    def gen_update(self, x_a: torch.Tensor, x_b: torch.Tensor):
-        """The generator phase against the just-updated, frozen discriminator; returns its loss and terms."""
+    def gen_update(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor):
+        """The generator phase against the just-updated, frozen discriminator; returns its loss and terms.
+        ``y_a`` is only read with ``da.sem_ab_w`` (a deviation: x_ab must keep the class of its x_a)."""
         self.opt_gen.zero_grad(set_to_none=True)
         out = self.gen.forward_pair(x_a, x_b)
         set_requires_grad(self.dis, False)
         recon_logits, _, _ = self.dis(out.x_aa, out.x_bb)
         trans_logits, _, _ = self.dis(out.x_ba, out.x_ab)
         loss, terms = da32_gen_loss(recon_logits, trans_logits, out.mu, out.sd, x_a, out.x_aa, x_b, out.x_bb)
+        if self.cfg.da.sem_ab_w > 0:
+            terms["gen_sem_ab"] = F.cross_entropy(self.dis.classify(out.x_ab, self.cfg.da.sem_path), y_a)
+            loss = loss + self.cfg.da.sem_ab_w * terms["gen_sem_ab"]
         loss.backward()
         set_requires_grad(self.dis, True)
         self.apply_update(loss.detach(), (self.opt_gen, self.gen))
