@@ -12,6 +12,7 @@ import torch
 from unitgan.config import load_config
 from unitgan.errors import UnitganError
 from unitgan.train.checkpoint import load_checkpoint
+from unitgan.train.da import DATrainer
 from unitgan.train.da32 import DA32Trainer
 from unitgan.train.loop import train
 from unitgan.train.registry import trainer_class
@@ -102,6 +103,30 @@ def test_cls_ab_trains_the_target_path_on_translations_with_source_labels(tmp_pa
     on_1, terms_on = dis_b_after_step([0, 1, 2, 0], "da.cls_ab_w=10")
     on_2, _ = dis_b_after_step([2, 2, 1, 1], "da.cls_ab_w=10")
     assert torch.isfinite(terms_on["cls_ab"]) and not torch.equal(on_1, on_2)
+
+
+def test_target_path_a_trains_one_classifier_on_x_a_and_x_ab(tmp_path):
+    """da.target_path=a: x_ab's class loss goes through the SOURCE's first layer (not the target's), and target
+    images are classified through it too."""
+    x_a, x_b, y_a = torch.rand(4, 1, 32, 32) * 2 - 1, torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0])
+
+    def grads(*extra: str) -> tuple[torch.Tensor, torch.Tensor, DA32Trainer]:
+        torch.manual_seed(0)
+        trainer = DA32Trainer(_config(tmp_path, "da.target_path=a", *extra), torch.device("cpu"))
+        trainer.eval()
+        trainer.dis_update(x_a, y_a, x_b)
+        return trainer.dis.dis_a[0].weight.grad.clone(), trainer.dis.dis_b[0].weight.grad.clone(), trainer
+
+    a_off, b_off, trainer = grads()
+    a_on, b_on, _ = grads("da.cls_ab_w=10")
+    assert torch.equal(b_off, b_on) and not torch.equal(a_off, a_on)
+    assert trainer.eval_domain == "a"
+    with torch.no_grad():
+        trainer.dis.dis_b[0].weight.zero_()  # the target's own layer no longer matters to the classifier
+    x = torch.rand(6, 1, 32, 32) * 2 - 1
+    assert torch.equal(trainer.classify(x, trainer.eval_domain), trainer.classify(x, "a"))
+    with pytest.raises(UnitganError, match="da.target_path"):
+        DATrainer(load_config("da_mnist2digits", ["da.target_path=a"]), torch.device("cpu"))  # the reduced design
 
 
 @pytest.mark.parametrize("path", ["a", "b"])

@@ -83,8 +83,9 @@ class DABase(nn.Module):
 
     @property
     def eval_domain(self) -> str:
-        """The path target images take through the classifier: 'b' (UNIT-DA) or 'a' (source-only)."""
-        return "a" if self.cfg.da.source_only else "b"
+        """The path target images take through the classifier: ``da.target_path`` ('b' for UNIT-DA as the authors,
+        'a' = the source's first layer) or 'a' (source-only)."""
+        return "a" if self.cfg.da.source_only else self.cfg.da.target_path
 
     def data(self, start_step: int, rank: int, world_size: int) -> TrainData:
         """Labelled source batches and unlabelled target batches: a step's batch is ``(x_a, y_a, x_b)``."""
@@ -177,6 +178,11 @@ class DATrainer(DABase):
     def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
         """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
         super().__init__()
+        for key, value in (("target_path", cfg.da.target_path != "b"), ("sem_ab_w", cfg.da.sem_ab_w != 0)):
+            if value:
+                raise UnitganError(
+                    f"config key 'da.{key}' is only read by model.arch=covae32 (the reduced design ignores it)"
+                )
         self.setup(cfg, device, ddp, build_generator(cfg.model), DADiscriminator(cfg))
 
     def train_step(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:

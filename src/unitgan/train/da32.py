@@ -80,7 +80,7 @@ class DA32Trainer(DABase):
             feat_w=self.cfg.da.feat32_w,
         )
         if self.cfg.da.cls_ab_w > 0:  # a deviation (off in the authors' code): x_ab keeps the label of its x_a
-            terms["cls_ab"] = F.cross_entropy(self.dis.classify(out.x_ab, "b"), y_a)
+            terms["cls_ab"] = F.cross_entropy(self.dis.classify(out.x_ab, self.eval_domain), y_a)
             loss = loss + self.cfg.da.cls_ab_w * terms["cls_ab"]
         loss.backward()
         self.apply_update(loss.detach(), (self.opt_dis, self.dis))
