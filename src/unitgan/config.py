@@ -29,6 +29,7 @@ PadType = Literal["zero", "reflect"]
 Upsample = Literal["deconv", "nearest"]
 FeatUpdate = Literal["dis", "gen", "both"]
 SemPath = Literal["a", "b"]
+CompileScope = Literal["modules", "phases"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
 StylePrior = Literal["normal", "bank"]
@@ -143,6 +144,10 @@ class TrainConfig:
     precision: Precision = "fp32"  # autocast precision (bf16/fp16); fp16 uses a grad scaler
     channels_last: bool = False  # NHWC memory layout (faster convolutions on recent hardware)
     compile: bool = False  # torch.compile the networks
+    # what train.compile compiles: each network part on its own (modules), or each training phase as one graph
+    # (phases: the E/G loss with the frozen discriminators, and the D loss; norms, pads and activations of
+    # several networks fuse across module borders; longer to compile, see docs/speed.md)
+    compile_scope: CompileScope = "modules"
     deterministic: bool = False  # deterministic algorithms (bit-exact resume on GPU; slower)
     ckpt_every: int = 10_000  # write a checkpoint every N steps (and at the end)
     keep_last: int = 3  # checkpoints kept on disk

@@ -121,7 +121,7 @@ class UNITTrainer(nn.Module):
         check_precision(device, cfg.train.precision)
         if cfg.train.channels_last:
             self.to(memory_format=torch.channels_last)
-        if cfg.train.compile:  # in place: state-dict keys stay those of the plain modules
+        if cfg.train.compile and cfg.train.compile_scope == "modules":  # in place: state-dict keys unchanged
             for module in (*self.gen.children(), self.dis_a, self.dis_b):
                 module.compile()
 
@@ -145,6 +145,14 @@ class UNITTrainer(nn.Module):
                 log.warning("batch norm under DDP: statistics come from each rank's own batch (per-rank batch size)")
             ids = [device.index] if device.type == "cuda" else None
             gen_phase, dis_phase = DDP(gen_phase, device_ids=ids), DDP(dis_phase, device_ids=ids)
+        if cfg.train.compile and cfg.train.compile_scope == "phases":  # in place, as above; the phases hold no state
+            # the latent noise drawn inside the E/G phase comes from torch's generator as in eager mode (inductor
+            # would otherwise draw other numbers), so a compiled run computes what an eager run computes
+            import torch._inductor.config as inductor_config
+
+            inductor_config.fallback_random = True
+            gen_phase.compile()
+            dis_phase.compile()
         self._phases = {"gen": gen_phase, "dis": dis_phase}
 
     def build_phases(self, cfg: Config) -> tuple[nn.Module, nn.Module]:
