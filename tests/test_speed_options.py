@@ -87,6 +87,22 @@ def test_compiled_training_step_and_translation(tmp_path):
     torch.testing.assert_close(y_compiled, y_plain, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("scope", ["modules", "phases"])
+def test_compile_scope_picks_what_is_compiled(tmp_path, scope):
+    """train.compile_scope: each network part, or each training phase as one graph (nothing is compiled until
+    the first step, so this is cheap); never both, and state-dict keys stay those of the plain modules."""
+    cfg = tiny_config(tmp_path, **{"train.compile": "true", "train.compile_scope": scope})
+    trainer = UNITTrainer(cfg, torch.device("cpu"))
+    parts = [*trainer.gen.children(), trainer.dis_a, trainer.dis_b]
+    phases = [trainer.gen_phase, trainer.dis_phase]
+    compiled = [m._compiled_call_impl is not None for m in (*parts, *phases)]
+    assert compiled == [scope == "modules"] * len(parts) + [scope == "phases"] * len(phases)
+    assert (
+        trainer.gen.state_dict().keys()
+        == UNITTrainer(tiny_config(tmp_path), torch.device("cpu")).gen.state_dict().keys()
+    )
+
+
 @pytest.mark.slow
 def test_compiled_phases_compute_what_eager_computes(tmp_path):
     """train.compile_scope=phases: the E/G and D phases each compile to one graph; two steps give the eager
