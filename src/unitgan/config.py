@@ -28,7 +28,7 @@ DisDownsample = Literal["avgpool", "gaussian"]
 PadType = Literal["zero", "reflect"]
 Upsample = Literal["deconv", "nearest"]
 FeatUpdate = Literal["dis", "gen", "both"]
-SemPath = Literal["a", "b"]
+DomainPath = Literal["a", "b"]  # a first layer of a DA discriminator: the source's (a) or the target's (b)
 CompileScope = Literal["modules", "phases"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
@@ -184,11 +184,11 @@ class DAConfig:
     # of domain da.sem_path (a = the classifier trained on labelled source) and the generator is pushed to keep
     # the label of its x_a; D is frozen in that phase, so only the translation learns from it
     sem_ab_w: float = 0.0
-    sem_path: SemPath = "a"
+    sem_path: DomainPath = "a"
     # covae32: the first D layer through which the class head reads target images (evaluation) and x_ab
     # (da.cls_ab_w): b = the target's own (the authors'); a = the source's, so that ONE classifier learns from
     # x_a and from its translations x_ab (pixel-level adaptation, as CyCADA's task model). The GAN is unchanged.
-    target_path: SemPath = "b"
+    target_path: DomainPath = "b"
     # L1 (mean over elements) between trunk features of x_aa and x_ab (same latent z_a), and of x_bb and x_ba;
     # the paper's 1e-4 multiplies a per-image sum of squares over thousands of features, hence 1 here
     feat_w: float = 1.0
