@@ -221,3 +221,11 @@ def test_translate_checkpoint_both_directions_any_size(tmp_path):
         args = ["translate", str(src), "--checkpoint", str(ckpt), "--output", str(out), "--direction", direction]
         assert main(args) == 0
         assert Image.open(out / "digit.png").size == (16, 16)
+
+
+def test_a_generator_average_is_refused_by_the_da_trainers(tmp_path):
+    cfg = _config(tmp_path, "train.ema=0.9")
+    with pytest.raises(UnitganError, match="train.ema"):
+        DA32Trainer(cfg, torch.device("cpu"))
+    with pytest.raises(UnitganError, match="train.ema"):  # the reduced design
+        DATrainer(load_config("da_mnist2digits", ["train.ema=0.9"]), torch.device("cpu"))

@@ -162,6 +162,11 @@ class TrainConfig:
     # translations computed once (D reuses them detached); alternating = the authors' version_02: D update on
     # fresh translations, then the E/G update against the updated D (the generators run twice per step)
     update_order: UpdateOrder = "simultaneous"
+    # decay of an exponential moving average of the generator's weights, updated after every E/G update; the
+    # average is what translate, export, evaluate, the image grids and the evaluation hooks use (0 = off: they use
+    # the trained weights). The decay ramps up as min(ema, (1 + n) / (10 + n)) over the first n updates, so early
+    # averages do not hold the random initial weights. Not in the paper (a named deviation, see docs/results.md)
+    ema: float = 0.0
 
 
 @dataclass
@@ -302,6 +307,7 @@ class Config:
         _check(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
         _check(o.lr_gamma > 0, "optim.lr_gamma", f"must be > 0, got {o.lr_gamma}")
         _check(o.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 = off), got {o.grad_clip}")
+        _check(0 <= t.ema < 1, "train.ema", f"must be in [0, 1) (0 = off), got {t.ema}")
         _check(0 <= t.seed < 2**63, "train.seed", f"must be in [0, 2**63), got {t.seed}")
         _check(bool(t.out_dir.strip()), "train.out_dir", "must name a folder for the run")
         _check(

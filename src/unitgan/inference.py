@@ -63,7 +63,8 @@ def check_direction(direction: str) -> str:
 
 
 def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Config, dict]:
-    """(generator on the CPU, its config, the whole checkpoint) from a checkpoint file, loaded safely."""
+    """(generator on the CPU, its config, the whole checkpoint) from a checkpoint file, loaded safely. The weights
+    are the run's average ``gen_ema`` when it kept one (``train.ema``), else the trained ``gen``."""
     state = load_checkpoint(path)
     try:
         cfg = config_from_dict(state["config"])
@@ -71,12 +72,13 @@ def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Co
         raise UnitganError(f"checkpoint '{path}' holds an invalid config: {e}") from None
     check_model_fits(cfg, f"checkpoint '{path}'")  # before anything is built
     gen = build_generator(cfg.model)
-    problem = state_dict_problem(gen, state["gen"])
+    key = "gen_ema" if isinstance(state.get("gen_ema"), dict) else "gen"  # train.ema: the average translates
+    problem = state_dict_problem(gen, state[key])
     if problem and "NaN" in problem:
         raise UnitganError(f"checkpoint '{path}' is refused: {problem} (it would translate to blank images)")
     if problem:
         raise UnitganError(f"checkpoint '{path}' does not match its config: {problem}")
-    gen.load_state_dict(state["gen"])
+    gen.load_state_dict(state[key])
     return gen, cfg, state
 
 

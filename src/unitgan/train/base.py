@@ -9,6 +9,7 @@ grids, checkpoints and the torchrun process group.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,44 @@ def apply_optim_settings(
     for group in opt.param_groups:
         group.update(lr=lr, initial_lr=base_lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
     sched._last_lr = [lr] * len(opt.param_groups)  # what get_last_lr() reports
+
+
+class WeightAverage(nn.Module):
+    """An exponential moving average of a network's weights (``train.ema``), kept beside the trained network.
+
+    ``net`` is a frozen copy of the network in eval mode; :meth:`update` moves each of its parameters towards the
+    trained one by ``1 - decay`` and copies the buffers (style banks, norm statistics) as they are. The decay of
+    the n-th update is ``min(decay, (1 + n) / (10 + n))``: early on the average follows the network closely, so it
+    never holds much of the random initial weights. Make it before the network is compiled (the copy stays eager).
+    """
+
+    def __init__(self, net: nn.Module, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.net = copy.deepcopy(net).eval().requires_grad_(False)
+        self.updates = 0  # updates so far (a checkpoint keeps it: resume continues the ramp)
+
+    def train(self, mode: bool = True) -> WeightAverage:
+        """The average is never trained: it stays in eval mode whatever its owner's mode."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        """One step of the average towards ``net`` (call it after each optimiser step of ``net``)."""
+        self.updates += 1
+        n = self.updates
+        weight = 1.0 - min(self.decay, (1 + n) / (10 + n))  # of the new weights
+        avg, new = list(self.net.parameters()), list(net.parameters())
+        torch._foreach_lerp_(avg, [p.detach() for p in new], weight)
+        for b_avg, b_new in zip(self.net.buffers(), net.buffers(), strict=True):
+            b_avg.copy_(b_new)
+
+    def reset(self, net: nn.Module) -> None:
+        """Start the average again from ``net``'s weights (a checkpoint written without an average)."""
+        self.net.load_state_dict(net.state_dict())
+        self.updates = 0
 
 
 def maybe_no_sync(module: nn.Module, sync: bool):

@@ -69,6 +69,8 @@ class DABase(nn.Module):
             raise UnitganError(
                 "config key 'da.source_only' needs model.input_nc_a == model.input_nc_b (one input path)"
             )
+        if cfg.train.ema > 0:  # the DA result is a classifier's accuracy: nothing here reads a generator average
+            raise UnitganError("config key 'train.ema' is not supported with da.enabled (set train.ema=0)")
         self.cfg, self.device, self.ddp = cfg, device, ddp
         self.gen, self.dis = gen, dis
         self.to(device)

@@ -105,7 +105,7 @@ class MUNITTrainer(UNITTrainer):
         training noise is left untouched."""
         was_training = self.training
         self.eval()
-        g = self.gen
+        g = self.inference_gen
         x_a, x_b = self.prepare(fixed[0]), self.prepare(fixed[1])
         rng = torch.Generator(x_a.device).manual_seed(self.cfg.train.seed)
         styles = torch.cat(  # [2G, style_dim]: G of B for the A -> B rows, G of A; the test-time prior
@@ -132,7 +132,7 @@ class MUNITTrainer(UNITTrainer):
         x_a, truths = self._ground_truth
         was_training = self.training
         self.eval()
-        samples = style_samples(self.gen, x_a, self.cfg.munit.eval_styles, seed=self.cfg.train.seed)
+        samples = style_samples(self.inference_gen, x_a, self.cfg.munit.eval_styles, seed=self.cfg.train.seed)
         self.train(was_training)
         scores = multimodal_scores(samples, truths)
         atomic_write_text(run_dir / "multimodal.json", json.dumps({"step": step, **scores}, indent=2))

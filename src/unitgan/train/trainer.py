@@ -32,6 +32,7 @@ from unitgan.models.layers import ResBlock
 from unitgan.runtime import autocast, check_precision, set_requires_grad
 from unitgan.train.base import (
     TrainData,
+    WeightAverage,
     apply_optim_settings,
     build_adam,
     build_step_lr,
@@ -117,6 +118,8 @@ class UNITTrainer(nn.Module):
             for module in self.gen.modules():
                 if isinstance(module, ResBlock):
                     module.checkpointing = True
+        # train.ema: the average of the generator's weights that inference uses (made before any compile)
+        self.gen_ema = WeightAverage(self.gen, cfg.train.ema) if cfg.train.ema > 0 else None
         self.to(device)
         check_precision(device, cfg.train.precision)
         if cfg.train.channels_last:
@@ -133,6 +136,7 @@ class UNITTrainer(nn.Module):
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
         self.skip_nonfinite = cfg.train.nonfinite == "skip"
         self.last_skipped = False
+        self.gen_stepped = False  # whether the last train_step updated the generator (the average follows it)
         self.train_sets: tuple = ()  # set by data()
 
         # The two phases as modules whose forward() computes a loss, so that DistributedDataParallel (which
@@ -163,6 +167,11 @@ class UNITTrainer(nn.Module):
         """x_ab, x_ba of the current networks for the D update of the alternating order (no gradients)."""
         mu_a, mu_b = self.gen.encode(x_a, "a"), self.gen.encode(x_b, "b")  # [N, C, h, w]
         return self.gen.decode(UNITGenerator.sample(mu_a), "b"), self.gen.decode(UNITGenerator.sample(mu_b), "a")
+
+    @property
+    def inference_gen(self) -> nn.Module:
+        """The generator that translates: the weight average with ``train.ema``, else the trained one."""
+        return self.gen if self.gen_ema is None else self.gen_ema.net
 
     @property
     def gen_phase(self) -> nn.Module:
@@ -239,6 +248,8 @@ class UNITTrainer(nn.Module):
             totals = self._alternating_step(batches)
         else:
             totals = self._simultaneous_step(batches)
+        if self.gen_ema is not None and self.gen_stepped:
+            self.gen_ema.update(self.gen)
         self.sched_gen.step()  # the schedule follows the step count, skipped steps included
         self.sched_dis.step()
         k = len(batches)
@@ -258,6 +269,7 @@ class UNITTrainer(nn.Module):
         self.last_skipped = self.skip_nonfinite and not bool(
             torch.isfinite(torch.stack([totals["loss_g"], totals["loss_d"]])).all()
         )
+        self.gen_stepped = not self.last_skipped
         if self.last_skipped:
             self.opt_gen.zero_grad(set_to_none=True)
             self.opt_dis.zero_grad(set_to_none=True)
@@ -289,6 +301,7 @@ class UNITTrainer(nn.Module):
             loss_g, terms, _ = self._gen_backward(x_a, x_b, k, sync=i == k - 1)
             _add(totals, {"loss_g": loss_g, **terms})
         skip_g = self.skip_nonfinite and not bool(torch.isfinite(totals["loss_g"]))
+        self.gen_stepped = not skip_g
         if skip_g:
             self.opt_gen.zero_grad(set_to_none=True)
         else:
@@ -342,10 +355,11 @@ class UNITTrainer(nn.Module):
 
     @torch.no_grad()
     def sample_rows(self, fixed: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
-        """Rows for an image grid: x_a, x_aa, x_ab, x_aba and x_b, x_bb, x_ba, x_bab (z = mu)."""
+        """Rows for an image grid: x_a, x_aa, x_ab, x_aba and x_b, x_bb, x_ba, x_bab (z = mu), by the
+        generator that translates (:attr:`inference_gen`)."""
         was_training = self.training
         self.eval()
-        g = self.gen
+        g = self.inference_gen
         x_a, x_b = self.prepare(fixed[0]), self.prepare(fixed[1])
         with autocast(self.device, self.cfg.train.precision):
             mu_a, mu_b = g.encode(x_a, "a"), g.encode(x_b, "b")
@@ -357,7 +371,13 @@ class UNITTrainer(nn.Module):
         return [t.float() for t in (x_a, x_aa, x_ab, x_aba, x_b, x_bb, x_ba, x_bab)]
 
     def state(self) -> dict[str, Any]:
+        """Everything to resume; with ``train.ema`` also ``gen_ema`` (the average, which inference prefers to
+        ``gen``) and ``ema_updates``."""
+        average = {}
+        if self.gen_ema is not None:
+            average = {"gen_ema": self.gen_ema.net.state_dict(), "ema_updates": self.gen_ema.updates}
         return {
+            **average,
             "gen": self.gen.state_dict(),
             "dis_a": self.dis_a.state_dict(),
             "dis_b": self.dis_b.state_dict(),
@@ -370,6 +390,12 @@ class UNITTrainer(nn.Module):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.gen.load_state_dict(state["gen"])
+        if self.gen_ema is not None and "gen_ema" in state:
+            self.gen_ema.net.load_state_dict(state["gen_ema"])
+            self.gen_ema.updates = int(state.get("ema_updates", 0))
+        elif self.gen_ema is not None:
+            log.info("the checkpoint holds no weight average (train.ema was off): the average starts from its weights")
+            self.gen_ema.reset(self.gen)
         self.dis_a.load_state_dict(state["dis_a"])
         self.dis_b.load_state_dict(state["dis_b"])
         self.opt_gen.load_state_dict(state["opt_gen"])
