@@ -43,6 +43,7 @@ from unitgan.models.da import DADiscriminator
 from unitgan.runtime import atomic_write_text, set_requires_grad
 from unitgan.train.base import (
     TrainData,
+    WeightAverage,
     apply_optim_settings,
     build_adam,
     build_step_lr,
@@ -69,10 +70,12 @@ class DABase(nn.Module):
             raise UnitganError(
                 "config key 'da.source_only' needs model.input_nc_a == model.input_nc_b (one input path)"
             )
-        if cfg.train.ema > 0:  # the DA result is a classifier's accuracy: nothing here reads a generator average
-            raise UnitganError("config key 'train.ema' is not supported with da.enabled (set train.ema=0)")
         self.cfg, self.device, self.ddp = cfg, device, ddp
         self.gen, self.dis = gen, dis
+        # train.ema: weight averages of both networks; the classifier's is the one evaluation reads (the DA result),
+        # the generator's the one translate loads
+        self.gen_ema = WeightAverage(gen, cfg.train.ema) if cfg.train.ema > 0 else None
+        self.dis_ema = WeightAverage(dis, cfg.train.ema) if cfg.train.ema > 0 else None
         self.to(device)
         o = cfg.optim
         self.opt_gen = build_adam(self.gen.parameters(), o.lr, cfg, device)
@@ -122,13 +125,17 @@ class DABase(nn.Module):
             if self.ddp:
                 average_gradients(module)
             opt.step()
+            average = self.gen_ema if module is self.gen else self.dis_ema if module is self.dis else None
+            if average is not None:
+                average.update(module)
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        """Class logits [N, K] in eval mode."""
+        """Class logits [N, K] in eval mode, by the classifier's weight average with ``train.ema``."""
         was_training = self.training
         self.eval()
-        out = self.dis.classify(x.to(self.device), domain)
+        dis = self.dis if self.dis_ema is None else self.dis_ema.net
+        out = dis.classify(x.to(self.device), domain)
         self.train(was_training)
         return out
 
@@ -152,7 +159,18 @@ class DABase(nn.Module):
         return weights_finite(self)
 
     def state(self) -> dict[str, Any]:
+        """Everything to resume; with ``train.ema`` also the averages ``gen_ema`` (translate loads it) and
+        ``dis_ema`` (evaluation reads it), with their update counts."""
+        averages = {}
+        if self.gen_ema is not None and self.dis_ema is not None:
+            averages = {
+                "gen_ema": self.gen_ema.net.state_dict(),
+                "ema_updates": self.gen_ema.updates,
+                "dis_ema": self.dis_ema.net.state_dict(),
+                "dis_ema_updates": self.dis_ema.updates,
+            }
         return {
+            **averages,
             "gen": self.gen.state_dict(),
             "dis": self.dis.state_dict(),
             "opt_gen": self.opt_gen.state_dict(),
@@ -164,6 +182,15 @@ class DABase(nn.Module):
     def load_state(self, state: dict[str, Any], weights_only: bool = False) -> None:
         self.gen.load_state_dict(state["gen"])
         self.dis.load_state_dict(state["dis"])
+        if self.gen_ema is not None and self.dis_ema is not None:
+            if "dis_ema" in state:
+                self.gen_ema.net.load_state_dict(state["gen_ema"])
+                self.dis_ema.net.load_state_dict(state["dis_ema"])
+                self.gen_ema.updates, self.dis_ema.updates = state["ema_updates"], state["dis_ema_updates"]
+            else:
+                log.info("the checkpoint holds no weight averages (train.ema was off): they start from its weights")
+                self.gen_ema.reset(self.gen)
+                self.dis_ema.reset(self.dis)
         if not weights_only:
             for key in ("opt_gen", "opt_dis", "sched_gen", "sched_dis"):
                 getattr(self, key).load_state_dict(state[key])
