@@ -164,8 +164,9 @@ class TrainConfig:
     update_order: UpdateOrder = "simultaneous"
     # decay of an exponential moving average of the generator's weights, updated after every E/G update; the
     # average is what translate, export, evaluate, the image grids and the evaluation hooks use (0 = off: they use
-    # the trained weights). With da.enabled the classifier (discriminator) is averaged too, and DA accuracy reads it. The decay ramps up as min(ema, (1 + n) / (10 + n)) over the first n updates, so early
-    # averages do not hold the random initial weights. Not in the paper (a named deviation, see docs/results.md)
+    # the trained weights). With da.enabled the classifier (discriminator) is averaged too, and DA accuracy reads
+    # it. The decay ramps up as min(ema, (1 + n) / (10 + n)) over the first n updates, so that early averages do
+    # not hold the random initial weights. Not in the paper: a named deviation (README, "How training works")
     ema: float = 0.0
 
 
