@@ -39,6 +39,7 @@ from common import (
 )
 
 from unitgan.config import load_config  # noqa: E402
+from unitgan.inference import load_generator  # noqa: E402
 from unitgan.metrics.multimodal import (  # noqa: E402
     feature_diversity,
     multimodal_scores,
@@ -46,8 +47,6 @@ from unitgan.metrics.multimodal import (  # noqa: E402
     style_samples,
     synthetic_ground_truth,
 )
-from unitgan.models import build_generator  # noqa: E402
-from unitgan.train.checkpoint import load_checkpoint  # noqa: E402
 from unitgan.train.loop import train  # noqa: E402
 
 MODES = 4
@@ -100,8 +99,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
         result = train(cfg, progress=False)
     if result.interrupted:
         raise KeyboardInterrupt  # a stopped run is not a result; rerun the command to redo it
-    gen = build_generator(cfg.model)
-    gen.load_state_dict(load_checkpoint(result.checkpoint)["gen"])
+    gen, _, _ = load_generator(result.checkpoint)  # the weights translate uses: the average with train.ema
     gen.eval()
     x_a, truths = synthetic_ground_truth(cfg, args.scenes)
     samples = style_samples(gen, x_a, args.styles, seed=seed)
