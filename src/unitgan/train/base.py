@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from unitgan.config import Config
 from unitgan.data import build_loader
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -196,15 +199,18 @@ class WeightAverage(nn.Module):
         self.updates += 1
         n = self.updates
         weight = 1.0 - min(self.decay, (1 + n) / (10 + n))  # of the new weights
-        avg, new = list(self.net.parameters()), list(net.parameters())
-        torch._foreach_lerp_(avg, [p.detach() for p in new], weight)
+        torch._foreach_lerp_(list(self.net.parameters()), list(net.parameters()), weight)
         for b_avg, b_new in zip(self.net.buffers(), net.buffers(), strict=True):
             b_avg.copy_(b_new)
 
-    def reset(self, net: nn.Module) -> None:
-        """Start the average again from ``net``'s weights (a checkpoint written without an average)."""
-        self.net.load_state_dict(net.state_dict())
-        self.updates = 0
+    def load(self, weights: dict[str, Any] | None, updates: int, net: nn.Module) -> None:
+        """Resume the average from a checkpoint's ``weights`` after ``updates`` updates; a checkpoint written
+        without one (``weights`` None: train.ema was off) starts it again from ``net``, the trained weights."""
+        if weights is None:
+            log.info("the checkpoint holds no weight average (train.ema was off): it starts from the trained weights")
+            weights, updates = net.state_dict(), 0
+        self.net.load_state_dict(weights)
+        self.updates = int(updates)
 
 
 def maybe_no_sync(module: nn.Module, sync: bool):

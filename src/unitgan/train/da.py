@@ -183,14 +183,8 @@ class DABase(nn.Module):
         self.gen.load_state_dict(state["gen"])
         self.dis.load_state_dict(state["dis"])
         if self.gen_ema is not None and self.dis_ema is not None:
-            if "dis_ema" in state:
-                self.gen_ema.net.load_state_dict(state["gen_ema"])
-                self.dis_ema.net.load_state_dict(state["dis_ema"])
-                self.gen_ema.updates, self.dis_ema.updates = state["ema_updates"], state["dis_ema_updates"]
-            else:
-                log.info("the checkpoint holds no weight averages (train.ema was off): they start from its weights")
-                self.gen_ema.reset(self.gen)
-                self.dis_ema.reset(self.dis)
+            self.gen_ema.load(state.get("gen_ema"), state.get("ema_updates", 0), self.gen)
+            self.dis_ema.load(state.get("dis_ema"), state.get("dis_ema_updates", 0), self.dis)
         if not weights_only:
             for key in ("opt_gen", "opt_dis", "sched_gen", "sched_dis"):
                 getattr(self, key).load_state_dict(state[key])

@@ -390,12 +390,8 @@ class UNITTrainer(nn.Module):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.gen.load_state_dict(state["gen"])
-        if self.gen_ema is not None and "gen_ema" in state:
-            self.gen_ema.net.load_state_dict(state["gen_ema"])
-            self.gen_ema.updates = int(state.get("ema_updates", 0))
-        elif self.gen_ema is not None:
-            log.info("the checkpoint holds no weight average (train.ema was off): the average starts from its weights")
-            self.gen_ema.reset(self.gen)
+        if self.gen_ema is not None:
+            self.gen_ema.load(state.get("gen_ema"), state.get("ema_updates", 0), self.gen)
         self.dis_a.load_state_dict(state["dis_a"])
         self.dis_b.load_state_dict(state["dis_b"])
         self.opt_gen.load_state_dict(state["opt_gen"])
