@@ -196,6 +196,8 @@ def count_flops(spec: dict) -> float:
 
     # shapes only, no compute: the networks live on the meta device (the config itself names a real device)
     spec = {**spec, "precision": "fp32", "compile": False, "device": "cpu", "channels_last": False}
+    # the model's work: nearest x2 + conv 5x5 counted as computed directly, whichever route a row takes
+    spec["overrides"] = [*spec.get("overrides", []), "train.upsample_impl=direct"]
     cfg = _build_cfg(spec)
     device = torch.device("meta")
     trainer = trainer_class(cfg)(cfg, device)
@@ -349,7 +351,12 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", nargs="+", default=None, help="config:size:batch (default: the README table)")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        help="config:size:batch[:KEY=VALUE,...] (default: the README table); the overrides apply to that row only",
+    )
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
     p.add_argument("--channels-last", choices=["auto", "on", "off", "both"], default="auto",
@@ -406,16 +413,17 @@ def main(argv: list[str] | None = None) -> None:
 
     jobs = []
     for row in rows:
-        config, size, batch = row.split(":")
+        config, size, batch, *extra = row.split(":")
+        row_set = extra[0].split(",") if extra else []
         r = {"config": config, "size": int(size), "batch": int(batch)}
-        if args.authors:
+        if args.authors:  # the authors' code upsamples, pads and convolves: the direct route
             jobs.append({**r, "precision": "fp32", "compile": False, "channels_last": False, "authors": True,
-                         "overrides": []})  # fmt: skip
+                         "overrides": ["train.upsample_impl=direct"], "row_set": []})  # fmt: skip
         for prec in args.precisions:
             for mode in args.modes:
                 for cl in layouts(prec):
                     jobs.append({**r, "precision": prec, "compile": mode == "compiled", "channels_last": cl,
-                                 "authors": False, "overrides": args.set})  # fmt: skip
+                                 "authors": False, "overrides": [*args.set, *row_set], "row_set": row_set})  # fmt: skip
     # the loaded-machine and wait-policy variants of every row, next to each other
     jobs = [{**j, "compete": c, "omp_wait": w} for j in jobs for c in args.compete for w in args.omp_wait]
     flops: dict[tuple, float] = {}
@@ -448,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
             res = _spawn(spec, args.timeout, child_env(job["omp_wait"]))
         res.update(job, flop=flops[key], load=load_before)
         results.append(res)
-        step_kind = "authors' step (emulated)" if job["authors"] else "unitgan"
+        step_kind = "authors' step (emulated)" if job["authors"] else " ".join(["unitgan", *job["row_set"]])
         mode = "compiled" if job["compile"] else "eager"
         lead = (
             f"| {job['config']:<12}| {job['size']:>4} | {job['batch']:>5} | {step_kind:<24}| {job['precision']:<4} "

@@ -1,8 +1,11 @@
 import pytest
 import torch
+from torch import nn
 
-from unitgan.config import ModelConfig
+from unitgan.config import ModelConfig, load_config
 from unitgan.models import MultiScaleDiscriminator, UNITGenerator
+from unitgan.models.layers import NearestUpConv
+from unitgan.train.registry import trainer_class
 
 
 def small(**kw) -> ModelConfig:
@@ -84,3 +87,44 @@ def test_paper_parameter_count_order():
     shared = sum(p.numel() for p in [*gen.enc_shared.parameters(), *gen.dec_shared.parameters()])
     assert abs(shared - 2.36e6) / 2.36e6 < 0.02
     assert abs(total - 18.0e6) / 18.0e6 < 0.1
+
+
+@pytest.mark.parametrize("pad_type", ["reflect", "zero"])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 4, 2, 2), (3, 2, 6, 4)])
+def test_nearest_upconv_subpixel_computes_what_upsample_pad_conv_computes(pad_type, shape):
+    """The subpixel route (four 3x3 phase convolutions + the reflected border lines) equals nn.Upsample ->
+    pad -> Conv2d 5x5, in the output and in every gradient, on odd, even, non-square and 2-pixel maps."""
+    torch.manual_seed(0)
+    n, c, h, w = shape
+    up = NearestUpConv(c, 5, pad_type, bias=True).double()
+    reference = nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.ReflectionPad2d(2) if pad_type == "reflect" else nn.ZeroPad2d(2),
+        nn.Conv2d(c, 5, 5),
+    ).double()
+    reference[2].load_state_dict(up.state_dict())
+    x = torch.randn(n, c, h, w, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(n, 5, 2 * h, 2 * w, dtype=torch.float64)
+    results = []
+    for impl in ("subpixel", "direct"):
+        up.impl = impl
+        y = up(x)
+        results.append((y, *torch.autograd.grad(y, (x, up.weight, up.bias), grad_out)))
+    y_ref = reference(x)
+    expected = (y_ref, *torch.autograd.grad(y_ref, (x, reference[2].weight, reference[2].bias), grad_out))
+    for got in results:
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_nearest_upconv_auto_picks_subpixel_from_64x64_outputs_and_the_trainer_sets_the_route(monkeypatch):
+    calls = []
+    up = NearestUpConv(2, 2, "reflect", bias=True)
+    monkeypatch.setattr(up, "subpixel", lambda x: calls.append(tuple(x.shape[-2:])) or up.direct(x))
+    up(torch.randn(1, 2, 31, 32))  # 62x64 output pixels: direct
+    up(torch.randn(1, 2, 32, 32))  # 64x64: subpixel
+    assert calls == [(32, 32)]
+    cfg = load_config("munit_demo", ["train.device=cpu", "train.upsample_impl=subpixel"])
+    gen = trainer_class(cfg)(cfg, torch.device("cpu")).gen
+    impls = {m.impl for m in gen.modules() if isinstance(m, NearestUpConv)}
+    assert impls == {"subpixel"}

@@ -35,6 +35,7 @@ Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
 StylePrior = Literal["normal", "bank"]
 Precision = Literal["fp32", "bf16", "fp16"]
 UpdateOrder = Literal["simultaneous", "alternating"]
+UpsampleImpl = Literal["auto", "direct", "subpixel"]
 Arch = Literal["unit", "munit", "covae32"]  # network families that unitgan.models.build_generator knows
 
 
@@ -148,6 +149,10 @@ class TrainConfig:
     # (phases: the E/G loss with the frozen discriminators, and the D loss; norms, pads and activations of
     # several networks fuse across module borders; longer to compile, see docs/speed.md)
     compile_scope: CompileScope = "modules"
+    # how model.upsample=nearest computes nearest x2 + conv 5x5 (the same numbers to float rounding): direct =
+    # upsample, pad, convolve; subpixel = four 3x3 convolutions of the small map, 2.8x fewer multiply-adds; auto =
+    # subpixel from 64x64 output pixels up (1.6-2.1x faster there on a CPU; docs/speed.md), direct below
+    upsample_impl: UpsampleImpl = "auto"
     deterministic: bool = False  # deterministic algorithms (bit-exact resume on GPU; slower)
     ckpt_every: int = 10_000  # write a checkpoint every N steps (and at the end)
     keep_last: int = 3  # checkpoints kept on disk

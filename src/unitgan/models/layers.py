@@ -98,6 +98,68 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
+# nearest x2 upsampling then a 5-tap convolution, seen from the low-resolution input: output phase p (0 = even,
+# 1 = odd rows or columns) reads the input at offsets -1, 0, +1 with these sums of the 5 taps  [phase, 3, 5]
+_PHASE_TAPS = (((1, 1, 0, 0, 0), (0, 0, 1, 1, 0), (0, 0, 0, 0, 1)), ((1, 0, 0, 0, 0), (0, 1, 1, 0, 0), (0, 0, 0, 1, 1)))
+SUBPIXEL_MIN_PIXELS = 64 * 64  # output pixels from which NearestUpConv's ``auto`` takes the subpixel route
+
+
+class NearestUpConv(nn.Conv2d):
+    """Nearest x2 upsampling, then this 5x5 convolution with 'same' reflect or zero padding.
+
+    Two ways compute the same numbers (equal to float rounding; ``tests/test_models.py``):
+    - ``direct``: upsample, pad, convolve: 25 taps at each of the 4HW output pixels;
+    - ``subpixel``: each of the four output phases (even/odd row x even/odd column) is a 3x3 convolution of the
+      low-resolution input, whose taps are sums of the 5x5 taps: 9 taps per output pixel, 2.8x fewer
+      multiply-adds, as one convolution with 4x the output channels and a pixel shuffle. The reflected border
+      does not follow the phase pattern on the first row/column of phase 0 and the last of phase 1, so those four
+      lines come from the direct route on thin strips.
+    ``impl``: ``auto`` (the default; ``train.upsample_impl``) takes subpixel from 64x64 output pixels up, where it
+    is 1.6-2.1x faster on a CPU (docs/speed.md); small maps stay direct, where the strips cost what the phases
+    save. Traced exports use the direct route.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, pad_type: str, bias: bool):
+        super().__init__(in_ch, out_ch, 5, bias=bias)
+        self.reflect = pad_type == "reflect"
+        self.impl = "auto"  # train.upsample_impl
+        self.min_pixels = SUBPIXEL_MIN_PIXELS
+        self.register_buffer("phase_taps", torch.tensor(_PHASE_TAPS, dtype=torch.float32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, out_ch, 2H, 2W]
+        if self.impl == "subpixel" or (self.impl == "auto" and 4 * x.shape[-2] * x.shape[-1] >= self.min_pixels):
+            if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
+                return self.subpixel(x)
+        return self.direct(x)
+
+    def upsampled_padded(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, C, 2H+4, 2W+4]
+        return F.pad(F.interpolate(x, scale_factor=2.0, mode="nearest"), (2, 2, 2, 2), mode="reflect")
+
+    def direct(self, x: torch.Tensor) -> torch.Tensor:
+        if self.reflect:
+            return F.conv2d(self.upsampled_padded(x), self.weight, self.bias)
+        return F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), self.weight, self.bias, padding=2)
+
+    def subpixel(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        w, b = self.weight, self.bias  # [O, C, 5, 5], [O]
+        taps = self.phase_taps.to(w.dtype)  # [2, 3, 5]
+        k = torch.einsum("yja,ocab,xlb->oyxcjl", taps, w, taps).reshape(-1, c, 3, 3)  # [O*4 (o, py, px), C, 3, 3]
+        # replicate padding is what the reflected upsampled border reads everywhere but on the four lines below
+        x_pad = F.pad(x, (1, 1, 1, 1), mode="replicate" if self.reflect else "constant")
+        out = F.conv2d(x_pad, k, None if b is None else b.repeat_interleave(4))  # [N, O*4, H, W]
+        out = F.pixel_shuffle(out, 2)  # [N, O, 2H, 2W]
+        if not self.reflect:
+            return out
+        # the first and the last output row, from the two input rows each reads (top and bottom as one batch)
+        u = self.upsampled_padded(torch.cat([x[:, :, :2], x[:, :, -2:]]))  # [2N, C, 8, 2W+4]
+        rows = F.conv2d(torch.cat([u[:n, :, :5], u[n:, :, -5:]]), w, b)  # [2N, O, 1, 2W]
+        out = torch.cat([rows[:n], out[:, :, 1:-1], rows[n:]], 2)
+        u = self.upsampled_padded(torch.cat([x[..., :2], x[..., -2:]]))  # [2N, C, 2H+4, 8]
+        cols = F.conv2d(torch.cat([u[:n, ..., :5], u[n:, ..., -5:]]), w, b)  # [2N, O, 2H, 1]
+        return torch.cat([cols[:n], out[..., 1:-1], cols[n:]], 3)
+
+
 class UpBlock(nn.Sequential):
     """x2 upsampling: transposed conv 3x3 s2 ('deconv', the paper) or nearest x2 + conv 5x5 ('nearest')."""
 
@@ -120,8 +182,11 @@ class UpBlock(nn.Sequential):
             ]
         elif mode == "nearest":
             layers = [
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                *ConvBlock(in_ch, out_ch, 5, 1, norm, activ, pad_type, slope, norm_bias),
+                nn.Identity(),  # the upsampling and the padding happen inside the conv; these two keep the
+                nn.Identity(),  # layer indices (state-dict keys) of separate Upsample and pad layers
+                NearestUpConv(in_ch, out_ch, pad_type, bias=norm_bias or norm in ("none", "layer")),
+                make_norm(norm, out_ch),
+                make_activation(activ, slope),
             ]
         else:
             raise ValueError(f"unknown upsample mode '{mode}'")

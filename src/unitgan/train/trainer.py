@@ -28,7 +28,7 @@ from unitgan.data import build_domain
 from unitgan.errors import UnitganError
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import UNITGenerator, build_discriminators, build_generator
-from unitgan.models.layers import ResBlock
+from unitgan.models.layers import NearestUpConv, ResBlock
 from unitgan.runtime import autocast, check_precision, set_requires_grad
 from unitgan.train.base import (
     TrainData,
@@ -114,10 +114,11 @@ class UNITTrainer(nn.Module):
         self.device = device
         self.gen = build_generator(cfg.model)
         self.dis_a, self.dis_b = build_discriminators(cfg.model)
-        if cfg.train.activation_checkpointing:
-            for module in self.gen.modules():
-                if isinstance(module, ResBlock):
-                    module.checkpointing = True
+        for module in self.gen.modules():
+            if isinstance(module, ResBlock):
+                module.checkpointing = cfg.train.activation_checkpointing
+            if isinstance(module, NearestUpConv):
+                module.impl = cfg.train.upsample_impl
         # train.ema: the average of the generator's weights that inference uses (made before any compile)
         self.gen_ema = WeightAverage(self.gen, cfg.train.ema) if cfg.train.ema > 0 else None
         self.to(device)
