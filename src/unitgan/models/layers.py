@@ -127,9 +127,10 @@ class NearestUpConv(nn.Conv2d):
         self.register_buffer("phase_taps", torch.tensor(_PHASE_TAPS, dtype=torch.float32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, out_ch, 2H, 2W]
-        if self.impl == "subpixel" or (self.impl == "auto" and 4 * x.shape[-2] * x.shape[-1] >= self.min_pixels):
-            if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
-                return self.subpixel(x)
+        large = 4 * x.shape[-2] * x.shape[-1] >= self.min_pixels
+        exporting = torch.jit.is_tracing() or torch.jit.is_scripting()
+        if (self.impl == "subpixel" or (self.impl == "auto" and large)) and not exporting:
+            return self.subpixel(x)
         return self.direct(x)
 
     def upsampled_padded(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, C, 2H+4, 2W+4]
