@@ -165,12 +165,57 @@ def test_source_only_trains_only_the_source_classifier_path(tmp_path):
 
 
 @pytest.mark.parametrize("source_only", [False, True])
-def test_resume_equals_uninterrupted_run(tmp_path, source_only):
+def test_pseudo_labels_train_the_classifier_on_confident_target_predictions(tmp_path, source_only):
+    """da.pseudo_w (a deviation, off in the presets): confident target images train the classifier's target
+    path with its own predictions as labels, from step da.pseudo_start on; none below the threshold."""
+    x_a, y_a = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    x_b = torch.rand(4, 1, 32, 32) * 2 - 1
     flag = f"da.source_only={str(source_only).lower()}"
+    layer = "dis_a" if source_only else "dis_b"  # the target's path: the source's layer when source-only
+
+    def step(x: torch.Tensor, *extra: str) -> tuple[dict, torch.Tensor]:
+        torch.manual_seed(0)
+        trainer = DA32Trainer(_config(tmp_path, flag, *extra), torch.device("cpu"))
+        trainer.dis.eval()  # no dropout: the runs differ only by the target images and the options
+        if source_only:
+            terms = trainer.train_step(x_a, y_a, x)
+        else:
+            trainer.gen.eval()
+            terms = trainer.dis_update(x_a, y_a, x)[1]
+        return terms, getattr(trainer.dis, layer)[0].weight.grad.clone()
+
+    on = ("da.pseudo_w=1", "da.pseudo_threshold=0.3")  # 3 classes: every prediction is >= 1/3 sure
+    terms_on, grad_on = step(x_b, *on)
+    assert terms_on["pseudo_kept"] == 1 and torch.isfinite(terms_on["pseudo"]) and terms_on["pseudo"] > 0
+    terms_off, grad_off = step(x_b)
+    assert "pseudo" not in terms_off and not torch.equal(grad_on, grad_off)
+    _, grad_other = step(torch.rand(4, 1, 32, 32) * 2 - 1, *on)
+    assert not torch.equal(grad_on, grad_other)  # the target images themselves drive it
+    terms_unsure, grad_unsure = step(x_b, "da.pseudo_w=1", "da.pseudo_threshold=1")  # nothing is that sure
+    assert terms_unsure["pseudo_kept"] == 0 and torch.equal(grad_unsure, grad_off)
+    terms_early, grad_early = step(x_b, *on, "da.pseudo_start=1")  # step 0 is before the start
+    assert "pseudo" not in terms_early and torch.equal(grad_early, grad_off)
+    with pytest.raises(UnitganError, match="da.pseudo_w"):
+        DATrainer(load_config("da_mnist2digits", ["da.pseudo_w=1"]), torch.device("cpu"))  # the reduced design
+    with pytest.raises(UnitganError, match="da.pseudo_threshold"):
+        _config(tmp_path, "da.pseudo_threshold=0")
+
+
+@pytest.mark.parametrize(
+    "source_only, pseudo",
+    [(False, False), (True, False), (False, True)],
+    ids=["unit-da", "source-only", "pseudo-labels"],
+)
+def test_resume_equals_uninterrupted_run(tmp_path, source_only, pseudo):
+    """With pseudo-labels from step 3 on: the resumed run (checkpoint at step 2) must start them at step 3
+    too, i.e. the step count survives the resume."""
+    flags = [f"da.source_only={str(source_only).lower()}"]
+    if pseudo:
+        flags += ["da.pseudo_w=1", "da.pseudo_threshold=0.3", "da.pseudo_start=3"]
     (tmp_path / "whole").mkdir()
     (tmp_path / "parts").mkdir()
-    whole = train(_config(tmp_path / "whole", "train.steps=4", flag), progress=False)
-    part = _config(tmp_path / "parts", "train.steps=2", flag)
+    whole = train(_config(tmp_path / "whole", "train.steps=4", *flags), progress=False)
+    part = _config(tmp_path / "parts", "train.steps=2", *flags)
     assert train(part, progress=False).step == 2
     part.train.steps = 4  # the same run, continued from the checkpoint of step 2
     resumed = train(part, progress=False)

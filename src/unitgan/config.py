@@ -200,6 +200,13 @@ class DAConfig:
     # (da.cls_ab_w): b = the target's own (the authors'); a = the source's, so that ONE classifier learns from
     # x_a and from its translations x_ab (pixel-level adaptation, as CyCADA's task model). The GAN is unchanged.
     target_path: DomainPath = "b"
+    # covae32: self-training on the target (not in the paper): from step da.pseudo_start on, the class head also
+    # learns, in the D phase, each target image x_b whose predicted class (eval mode, no dropout) has probability
+    # >= da.pseudo_threshold, with that prediction as its label (cross-entropy through da.target_path, averaged
+    # over the whole batch, so the weight shrinks with the share of confident images). No target label is read.
+    pseudo_w: float = 0.0  # 0 = off
+    pseudo_threshold: float = 0.95
+    pseudo_start: int = 0  # steps before the first pseudo-label
     # L1 (mean over elements) between trunk features of x_aa and x_ab (same latent z_a), and of x_bb and x_ba;
     # the paper's 1e-4 multiplies a per-image sum of squares over thousands of features, hence 1 here
     feat_w: float = 1.0
@@ -347,6 +354,13 @@ class Config:
             _check(self.da.n_classes >= 2, "da.n_classes", f"must be >= 2, got {self.da.n_classes}")
             _check(self.da.feat32_w >= 0, "da.feat32_w", f"must be >= 0, got {self.da.feat32_w}")
             _check(0 <= self.da.dropout < 1, "da.dropout", f"must be in [0, 1), got {self.da.dropout}")
+            _check(self.da.pseudo_w >= 0, "da.pseudo_w", f"must be >= 0 (0 = off), got {self.da.pseudo_w}")
+            _check(
+                0 < self.da.pseudo_threshold <= 1,
+                "da.pseudo_threshold",
+                f"must be in (0, 1], got {self.da.pseudo_threshold}",
+            )
+            _check(self.da.pseudo_start >= 0, "da.pseudo_start", f"must be >= 0, got {self.da.pseudo_start}")
             _check(
                 self.da.eval_every >= 0,
                 "da.eval_every",

@@ -201,7 +201,11 @@ class DATrainer(DABase):
     def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
         """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
         super().__init__()
-        for key, value in (("target_path", cfg.da.target_path != "b"), ("sem_ab_w", cfg.da.sem_ab_w != 0)):
+        for key, value in (
+            ("target_path", cfg.da.target_path != "b"),
+            ("sem_ab_w", cfg.da.sem_ab_w != 0),
+            ("pseudo_w", cfg.da.pseudo_w != 0),
+        ):
             if value:
                 raise UnitganError(
                     f"config key 'da.{key}' is only read by model.arch=covae32 (the reduced design ignores it)"

@@ -48,10 +48,12 @@ class DA32Trainer(DABase):
         if self.cfg.da.source_only:
             self.opt_dis.zero_grad(set_to_none=True)
             cls = F.cross_entropy(self.dis.classify(x_a, "a"), y_a)
-            (DA_CLS_W * cls).backward()
-            self.apply_update(cls.detach(), (self.opt_dis, self.dis))
+            loss, terms = DA_CLS_W * cls, {"dis_cls": cls.detach()}
+            loss = self.add_pseudo_label_loss(loss, terms, x_b)
+            loss.backward()
+            self.apply_update(loss.detach(), (self.opt_dis, self.dis))
             self.sched_dis.step()
-            return {"dis_cls": cls.detach()}
+            return terms
         loss_d, terms_d = self.dis_update(x_a, y_a, x_b)
         loss_g, terms_g = self.gen_update(x_a, y_a, x_b)
         self.sched_dis.step()
@@ -82,9 +84,26 @@ class DA32Trainer(DABase):
         if self.cfg.da.cls_ab_w > 0:  # a deviation (off in the authors' code): x_ab keeps the label of its x_a
             terms["cls_ab"] = F.cross_entropy(self.dis.classify(out.x_ab, self.eval_domain), y_a)
             loss = loss + self.cfg.da.cls_ab_w * terms["cls_ab"]
+        loss = self.add_pseudo_label_loss(loss, terms, x_b)
         loss.backward()
         self.apply_update(loss.detach(), (self.opt_dis, self.dis))
         return loss.detach(), {k: v.detach() for k, v in terms.items()}
+
+    def add_pseudo_label_loss(self, loss: torch.Tensor, terms: dict, x_b: torch.Tensor) -> torch.Tensor:
+        """``da.pseudo_w`` (a deviation, off in the presets): from step ``da.pseudo_start`` on, add the
+        cross-entropy of the class head (train mode, through the target's path) on the target images whose
+        eval-mode prediction is at least ``da.pseudo_threshold`` sure, against that prediction; averaged over all
+        N images of x_b [N, nc_b, 32, 32]. Logs ``pseudo`` (the loss) and ``pseudo_kept`` (the confident share)."""
+        da = self.cfg.da
+        if da.pseudo_w <= 0 or self.sched_dis.last_epoch < da.pseudo_start:  # last_epoch = steps done (resumed)
+            return loss
+        probs = self.classify(x_b, self.eval_domain).softmax(dim=1)  # [N, K], no grad, no dropout
+        confidence, label = probs.max(dim=1)  # [N], [N]
+        kept = (confidence >= da.pseudo_threshold).float()
+        per_image = F.cross_entropy(self.dis.classify(x_b, self.eval_domain), label, reduction="none")  # [N]
+        terms["pseudo"] = (per_image * kept).mean()
+        terms["pseudo_kept"] = kept.mean()
+        return loss + da.pseudo_w * terms["pseudo"]
 
     def gen_update(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor):
         """The generator phase against the just-updated, frozen discriminator; returns its loss and terms.
