@@ -41,7 +41,8 @@ class DA32Trainer(DABase):
         self.setup(cfg, device, ddp, build_generator(m), dis)
 
     def train_step(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One D update, then one G update (only the source classifier's update when source-only).
+        """One D update, then one G update (only the classifier's update when source-only: source labels, and
+        with ``da.pseudo_w`` the confident target predictions).
         x_a [N, nc_a, 32, 32], y_a [N], x_b [N, nc_b, 32, 32]."""
         x_a, y_a, x_b = x_a.to(self.device), y_a.to(self.device), x_b.to(self.device)
         self.train()
@@ -53,7 +54,7 @@ class DA32Trainer(DABase):
             loss.backward()
             self.apply_update(loss.detach(), (self.opt_dis, self.dis))
             self.sched_dis.step()
-            return terms
+            return {k: v.detach() for k, v in terms.items()}
         loss_d, terms_d = self.dis_update(x_a, y_a, x_b)
         loss_g, terms_g = self.gen_update(x_a, y_a, x_b)
         self.sched_dis.step()
@@ -92,7 +93,8 @@ class DA32Trainer(DABase):
     def add_pseudo_label_loss(self, loss: torch.Tensor, terms: dict, x_b: torch.Tensor) -> torch.Tensor:
         """``da.pseudo_w`` (a deviation, off in the presets): from step ``da.pseudo_start`` on, add the
         cross-entropy of the class head (train mode, through the target's path) on the target images whose
-        eval-mode prediction is at least ``da.pseudo_threshold`` sure, against that prediction; averaged over all
+        eval-mode prediction (the classifier's weight average with ``train.ema``) is at least
+        ``da.pseudo_threshold`` sure, against that prediction; averaged over all
         N images of x_b [N, nc_b, 32, 32]. Logs ``pseudo`` (the loss) and ``pseudo_kept`` (the confident share)."""
         da = self.cfg.da
         if da.pseudo_w <= 0 or self.sched_dis.last_epoch < da.pseudo_start:  # last_epoch = steps done (resumed)
