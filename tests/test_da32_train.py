@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from unitgan.config import load_config
 from unitgan.errors import UnitganError
+from unitgan.train.base import align_distribution
 from unitgan.train.checkpoint import load_checkpoint
 from unitgan.train.da import DATrainer
 from unitgan.train.da32 import DA32Trainer
@@ -201,17 +203,58 @@ def test_pseudo_labels_train_the_classifier_on_confident_target_predictions(tmp_
         _config(tmp_path, "da.pseudo_threshold=0")
 
 
+def test_pseudo_align_relabels_what_the_teacher_over_predicts(tmp_path, monkeypatch):
+    """da.pseudo_align: the teacher's probabilities are scaled by the source's class shares over the shares it
+    has been predicting, so a class it has (almost) stopped predicting wins back its images."""
+    trainer = DA32Trainer(
+        _config(tmp_path, "da.source_only=true", "da.pseudo_w=1", "da.pseudo_threshold=0.6", "da.pseudo_align=true"),
+        torch.device("cpu"),
+    )
+    trainer.dis.eval()  # no dropout: the student's logits can be recomputed below
+    x_b, y_a = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    teacher = torch.tensor([[0.9, 0.08, 0.02]]).log().expand(4, 3)  # every image: class 0, 90% sure
+    monkeypatch.setattr(trainer, "classify", lambda x, domain: teacher)
+    trainer.pred_mean_b.copy_(torch.tensor([0.98, 0.01, 0.01]))  # it has been calling nearly everything 0
+    terms: dict = {}
+    trainer.add_pseudo_label_loss(torch.zeros(()), terms, x_b, y_a)
+    student = trainer.dis.classify(x_b, "a")
+    relabelled = F.cross_entropy(student, torch.ones(4, dtype=torch.long))  # aligned: class 1, 72% sure
+    assert terms["pseudo_kept"] == 1 and torch.allclose(terms["pseudo"], relabelled)
+    assert not torch.allclose(relabelled, F.cross_entropy(student, torch.zeros(4, dtype=torch.long)))
+    assert torch.allclose(trainer.pred_mean_b, torch.tensor([0.9792, 0.0107, 0.0101]), atol=1e-4)  # updated
+    assert torch.allclose(trainer.prior_a.sum(), torch.tensor(1.0)) and trainer.prior_a[0] > trainer.prior_a[1]
+    assert terms["pseudo_rarest"] == pytest.approx(0.0101 * 3, abs=1e-3)
+
+    trainer.cfg.da.pseudo_align = False
+    unaligned: dict = {}
+    trainer.add_pseudo_label_loss(torch.zeros(()), unaligned, x_b, y_a)
+    assert torch.allclose(unaligned["pseudo"], F.cross_entropy(student, torch.zeros(4, dtype=torch.long)))
+    with pytest.raises(UnitganError, match="da.pseudo_align"):
+        _config(tmp_path, "da.pseudo_align=true")  # nothing to align without da.pseudo_w
+
+
+def test_align_distribution():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    uniform = torch.full((3,), 1 / 3)
+    assert torch.allclose(align_distribution(probs, uniform, uniform), probs)  # shares as they should be
+    aligned = align_distribution(probs, torch.tensor([0.6, 0.1, 0.3]), uniform)
+    assert torch.allclose(aligned.sum(dim=1), torch.ones(2))
+    assert aligned[0].argmax() == 1 and aligned[1].argmax() == 2  # the over-predicted class 0 loses row 0
+    assert torch.isfinite(align_distribution(probs, torch.tensor([1.0, 0.0, 0.0]), uniform)).all()
+
+
 @pytest.mark.parametrize(
     "source_only, pseudo",
-    [(False, False), (True, False), (False, True)],
-    ids=["unit-da", "source-only", "pseudo-labels"],
+    [(False, ()), (True, ()), (False, ("da.pseudo_start=3",)), (True, ("da.pseudo_start=1", "da.pseudo_align=true"))],
+    ids=["unit-da", "source-only", "pseudo-labels", "pseudo-aligned"],
 )
 def test_resume_equals_uninterrupted_run(tmp_path, source_only, pseudo):
     """With pseudo-labels from step 3 on: the resumed run (checkpoint at step 2) must start them at step 3
-    too, i.e. the step count survives the resume."""
+    too, i.e. the step count survives the resume. Aligned from step 1 on: the running class shares of steps
+    1-2 must come back from the checkpoint."""
     flags = [f"da.source_only={str(source_only).lower()}"]
     if pseudo:
-        flags += ["da.pseudo_w=1", "da.pseudo_threshold=0.3", "da.pseudo_start=3"]
+        flags += ["da.pseudo_w=1", "da.pseudo_threshold=0.3", *pseudo]
     (tmp_path / "whole").mkdir()
     (tmp_path / "parts").mkdir()
     whole = train(_config(tmp_path / "whole", "train.steps=4", *flags), progress=False)
@@ -221,6 +264,11 @@ def test_resume_equals_uninterrupted_run(tmp_path, source_only, pseudo):
     resumed = train(part, progress=False)
     a, b = _weights(whole.checkpoint), _weights(resumed.checkpoint)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resume is not bit-exact"
+    if "da.pseudo_align=true" in pseudo:  # the running class shares, moved from uniform, come back exactly
+        shares_whole = load_checkpoint(whole.checkpoint)["pseudo_align"]
+        shares_resumed = load_checkpoint(resumed.checkpoint)["pseudo_align"]
+        assert not torch.allclose(shares_whole["prior_a"], torch.full((3,), 1 / 3))
+        assert all(torch.equal(shares_whole[k], shares_resumed[k]) for k in ("pred_mean_b", "prior_a"))
 
 
 def test_results_file_and_learning_curve(tmp_path):

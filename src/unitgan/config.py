@@ -207,6 +207,12 @@ class DAConfig:
     pseudo_w: float = 0.0  # 0 = off
     pseudo_threshold: float = 0.95
     pseudo_start: int = 0  # steps before the first pseudo-label
+    # with pseudo_w: align the teacher's probabilities before the threshold (ReMixMatch's distribution alignment):
+    # scale them by the source's class shares (running mean of y_a) over the shares the teacher has been
+    # predicting on the target (running mean), so that a class the teacher stops predicting (e.g. every target 9
+    # called 4) is scaled back up instead of being confirmed. Label-free: it assumes the target's class shares
+    # are the source's. Running means over about 100 batches, kept in the checkpoint; logs ``pseudo_rarest``
+    pseudo_align: bool = False
     # L1 (mean over elements) between trunk features of x_aa and x_ab (same latent z_a), and of x_bb and x_ba;
     # the paper's 1e-4 multiplies a per-image sum of squares over thousands of features, hence 1 here
     feat_w: float = 1.0
@@ -361,6 +367,11 @@ class Config:
                 f"must be in (0, 1], got {self.da.pseudo_threshold}",
             )
             _check(self.da.pseudo_start >= 0, "da.pseudo_start", f"must be >= 0, got {self.da.pseudo_start}")
+            _check(
+                not self.da.pseudo_align or self.da.pseudo_w > 0,
+                "da.pseudo_align",
+                "aligns the pseudo-labels of da.pseudo_w, which is 0 (off)",
+            )
             _check(
                 self.da.eval_every >= 0,
                 "da.eval_every",

@@ -19,6 +19,8 @@ reported (``da_results.json``). Data, evaluation, checkpoint state and the non-f
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -27,7 +29,11 @@ from unitgan.losses import DA_CLS_W, da32_dis_loss, da32_gen_loss
 from unitgan.models import build_generator
 from unitgan.models.da32 import CoDis32x32
 from unitgan.runtime import set_requires_grad
+from unitgan.train.base import align_distribution
 from unitgan.train.da import DABase
+from unitgan.train.distributed import average_tensor
+
+ALIGN_MOMENTUM = 0.99  # da.pseudo_align: the running class shares average about the last 100 batches
 
 
 class DA32Trainer(DABase):
@@ -39,6 +45,9 @@ class DA32Trainer(DABase):
         m = cfg.model
         dis = CoDis32x32(m.dis_ch, m.input_nc_a, m.input_nc_b, cfg.da.n_classes)
         self.setup(cfg, device, ddp, build_generator(m), dis)
+        # da.pseudo_align: running class shares [K] of the teacher's target predictions and of the source labels
+        uniform = torch.full((cfg.da.n_classes,), 1.0 / cfg.da.n_classes, device=device)
+        self.pred_mean_b, self.prior_a = uniform.clone(), uniform.clone()
 
     def train_step(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """One D update, then one G update (only the classifier's update when source-only: source labels, and
@@ -50,7 +59,7 @@ class DA32Trainer(DABase):
             self.opt_dis.zero_grad(set_to_none=True)
             cls = F.cross_entropy(self.dis.classify(x_a, "a"), y_a)
             loss, terms = DA_CLS_W * cls, {"dis_cls": cls.detach()}
-            loss = self.add_pseudo_label_loss(loss, terms, x_b)
+            loss = self.add_pseudo_label_loss(loss, terms, x_b, y_a)
             loss.backward()
             self.apply_update(loss.detach(), (self.opt_dis, self.dis))
             self.sched_dis.step()
@@ -85,21 +94,31 @@ class DA32Trainer(DABase):
         if self.cfg.da.cls_ab_w > 0:  # a deviation (off in the authors' code): x_ab keeps the label of its x_a
             terms["cls_ab"] = F.cross_entropy(self.dis.classify(out.x_ab, self.eval_domain), y_a)
             loss = loss + self.cfg.da.cls_ab_w * terms["cls_ab"]
-        loss = self.add_pseudo_label_loss(loss, terms, x_b)
+        loss = self.add_pseudo_label_loss(loss, terms, x_b, y_a)
         loss.backward()
         self.apply_update(loss.detach(), (self.opt_dis, self.dis))
         return loss.detach(), {k: v.detach() for k, v in terms.items()}
 
-    def add_pseudo_label_loss(self, loss: torch.Tensor, terms: dict, x_b: torch.Tensor) -> torch.Tensor:
+    def add_pseudo_label_loss(
+        self, loss: torch.Tensor, terms: dict, x_b: torch.Tensor, y_a: torch.Tensor
+    ) -> torch.Tensor:
         """``da.pseudo_w`` (a deviation, off in the presets): from step ``da.pseudo_start`` on, add the
         cross-entropy of the class head (train mode, through the target's path) on the target images whose
-        eval-mode prediction (the classifier's weight average with ``train.ema``) is at least
-        ``da.pseudo_threshold`` sure, against that prediction; averaged over all
-        N images of x_b [N, nc_b, 32, 32]. Logs ``pseudo`` (the loss) and ``pseudo_kept`` (the confident share)."""
+        eval-mode prediction (the classifier's weight average with ``train.ema``; aligned to the source's class
+        shares with ``da.pseudo_align``) is at least ``da.pseudo_threshold`` sure, against that prediction;
+        averaged over all N images of x_b [N, nc_b, 32, 32]. ``y_a`` [N] is only read by the alignment.
+        Logs ``pseudo`` (the loss), ``pseudo_kept`` (the confident share) and, aligned, ``pseudo_rarest``
+        (the rarest class's running predicted share times K: near 0 when the teacher has dropped a class)."""
         da = self.cfg.da
         if da.pseudo_w <= 0 or self.sched_dis.last_epoch < da.pseudo_start:  # last_epoch = steps done (resumed)
             return loss
         probs = self.classify(x_b, self.eval_domain).softmax(dim=1)  # [N, K], no grad, no dropout
+        if da.pseudo_align:
+            k = probs.shape[1]
+            self.pred_mean_b.lerp_(average_tensor(probs.mean(dim=0)), 1 - ALIGN_MOMENTUM)
+            self.prior_a.lerp_(average_tensor(F.one_hot(y_a, k).float().mean(dim=0)), 1 - ALIGN_MOMENTUM)
+            terms["pseudo_rarest"] = self.pred_mean_b.min() * k
+            probs = align_distribution(probs, self.pred_mean_b, self.prior_a)
         confidence, label = probs.max(dim=1)  # [N], [N]
         kept = (confidence >= da.pseudo_threshold).float()
         per_image = F.cross_entropy(self.dis.classify(x_b, self.eval_domain), label, reduction="none")  # [N]
@@ -123,3 +142,16 @@ class DA32Trainer(DABase):
         set_requires_grad(self.dis, True)
         self.apply_update(loss.detach(), (self.opt_gen, self.gen))
         return loss.detach(), {k: v.detach() for k, v in terms.items()}
+
+    def state(self) -> dict[str, Any]:
+        """:meth:`DABase.state`, with ``da.pseudo_align`` also its running class shares."""
+        state = super().state()
+        if self.cfg.da.pseudo_align:
+            state["pseudo_align"] = {"pred_mean_b": self.pred_mean_b.clone(), "prior_a": self.prior_a.clone()}
+        return state
+
+    def load_state(self, state: dict[str, Any], weights_only: bool = False) -> None:
+        super().load_state(state, weights_only)
+        if not weights_only and self.cfg.da.pseudo_align and "pseudo_align" in state:
+            self.pred_mean_b.copy_(state["pseudo_align"]["pred_mean_b"])
+            self.prior_a.copy_(state["pseudo_align"]["prior_a"])

@@ -160,3 +160,12 @@ def average_gradients(module: torch.nn.Module) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def average_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The mean of ``t`` over all ranks (``t`` itself in a one-process run)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / dist.get_world_size()
