@@ -44,6 +44,31 @@ def load_results(path: Path) -> dict:
     return {}
 
 
+# the arguments that pick runs, place them or spread them over cores: anything else changes what a run computes
+SELECTION_ARGS = frozenset({"seeds", "pairs", "methods", "variants", "out", "jobs", "threads"})
+
+
+def check_same_settings(args: argparse.Namespace) -> None:
+    """Keep a benchmark's settings (its arguments but :data:`SELECTION_ARGS`: overrides, recipe, data ...) in
+    ``args.out/settings.json``, and refuse to add runs to a folder whose finished runs, which a rerun skips, and
+    checkpoints, which a run resumes from, were made with other settings."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in SELECTION_ARGS}
+    settings = json.loads(json.dumps(settings, sort_keys=True))  # tuples as lists, as they come back from disk
+    path = args.out / "settings.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in saved.keys() | settings.keys() if saved.get(k) != settings.get(k))
+        if changed:
+            what = "; ".join(f"{k}: {saved.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
+            raise SystemExit(
+                f"{args.out} holds runs made with other settings ({what}): pass another --out, "
+                f"or delete {args.out} to start over"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
 def save_results(path: Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
@@ -116,7 +141,9 @@ def run_cached(
 ) -> dict:
     """Run every item (a tuple ending in the seed) not yet in ``args.out/results.json`` with :func:`run_all`,
     saving each result as it arrives under the key ``"/".join(item)``, so a stopped invocation loses only the
-    runs in flight; prints one progress line per run (``describe(result)``). Returns all results."""
+    runs in flight; prints one progress line per run (``describe(result)``). Returns all results.
+    Refuses (:func:`check_same_settings`) an ``args.out`` whose runs were made with other settings."""
+    check_same_settings(args)
     results_path = args.out / "results.json"
     results = load_results(results_path)
     todo = [item for item in items if "/".join(map(str, item)) not in results]

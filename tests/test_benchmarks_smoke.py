@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model_overrides
+from unitgan.config import load_config
 
 torch.set_num_threads(1)
 
@@ -160,6 +161,31 @@ def test_da_digits_smoke(tmp_path, capsys):
     assert "mnist2mnistm, UNIT-DA, seed 0" in text and "| mnist2digits |" in text
     row = next(line for line in text.splitlines() if line.startswith("| mnist2usps |"))
     assert "| 95.97 |" in row and "CPU min" in row and "last step (2)" in row
+
+
+def test_da_digits_recipe_and_an_out_folder_of_other_settings(tmp_path, capsys):
+    """--recipe puts its named deviations into every run's config (the user's overrides after them); a
+    folder made with another recipe or other overrides is refused, as its finished runs would be skipped."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _digits(data / "mnist.npz", 12, 28, split=True)
+    _digits(data / "usps.npz", 12, 16, split=True)
+    bench = _script("da_digits")
+    out = tmp_path / "da"
+    tiny = ["train.steps=1", "data.batch_size=4", "model.ch=4", "model.dis_ch=4", "model.n_res=1"]
+    common = ["--data", str(data), "--out", str(out), "--pairs", "usps2mnist", "--seeds", "0"]
+    assert bench.main([*common, "--recipe", "self-training", "--", *tiny, "da.pseudo_start=5"]) == 0
+    for method in ("source-only", "UNIT-DA"):
+        cfg = load_config(out / f"usps2mnist_{method}_seed0" / "config.yaml")
+        assert cfg.da.pseudo_align and cfg.da.pseudo_w == 10 and cfg.da.cls_ab_w == 10 and cfg.da.target_path == "a"
+        assert cfg.da.pseudo_start == 5  # the user's override wins over the recipe's 2000
+    assert bench.main([*common, "--seeds", "1", "--recipe", "self-training", "--", *tiny, "da.pseudo_start=5"]) == 0
+    assert "2 run(s) to do, 2 done" in capsys.readouterr().out  # more seeds, the same settings: accepted
+    with pytest.raises(SystemExit, match="recipe: 'self-training' there, 'preset' now"):
+        bench.main([*common, "--", *tiny, "da.pseudo_start=5"])
+    with pytest.raises(SystemExit, match="overrides: .*pseudo_start=5.* there, .*pseudo_start=6.* now"):
+        bench.main([*common, "--recipe", "self-training", "--", *tiny, "da.pseudo_start=6"])
+    assert bench.parse_args(["--recipe", "deviations"]).out.name == "bench_da_deviations"
 
 
 def test_make_mnistm_smoke(tmp_path):
