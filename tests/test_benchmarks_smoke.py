@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model_overrides
+
 from unitgan.config import load_config
 
 torch.set_num_threads(1)
