@@ -115,8 +115,10 @@ class DA32Trainer(DABase):
         probs = self.classify(x_b, self.eval_domain).softmax(dim=1)  # [N, K], no grad, no dropout
         if da.pseudo_align:
             k = probs.shape[1]
-            self.pred_mean_b.lerp_(average_tensor(probs.mean(dim=0)), 1 - ALIGN_MOMENTUM)
-            self.prior_a.lerp_(average_tensor(F.one_hot(y_a, k).float().mean(dim=0)), 1 - ALIGN_MOMENTUM)
+            shares = torch.stack([probs.mean(dim=0), F.one_hot(y_a, k).float().mean(dim=0)])  # [2, K]
+            pred_b, prior_a = average_tensor(shares)  # one all-reduce under torchrun
+            self.pred_mean_b.lerp_(pred_b, 1 - ALIGN_MOMENTUM)
+            self.prior_a.lerp_(prior_a, 1 - ALIGN_MOMENTUM)
             terms["pseudo_rarest"] = self.pred_mean_b.min() * k
             probs = align_distribution(probs, self.pred_mean_b, self.prior_a)
         confidence, label = probs.max(dim=1)  # [N], [N]
