@@ -27,7 +27,7 @@ Every row runs in a fresh subprocess, so its peak memory is its own. A row repor
   loads; ``spin`` = libgomp's default, where idle OpenMP threads busy-wait (``--omp-wait unitgan spin``).
 
 The default rows include the ``demo`` step (32x32, batch 4) and the UNIT-DA digits step
-(``da_mnist2mnistm``, 32x32, batch 32, random images and labels).
+(``da_mnist2mnistm_reduced``, 32x32, batch 32, random images and labels).
 
 ``--authors`` adds rows that EMULATE the authors' (master branch) iteration with this project's networks:
 D update first, re-running the generators with autograd on; real and fake judged in separate passes;
@@ -53,7 +53,7 @@ import torch
 
 from unitgan.openmp_env import set_openmp_defaults
 
-ROWS = ["unit_master:256:1", "unit_paper:256:1", "small:64:8", "demo:32:4", "da_mnist2mnistm:32:32"]
+ROWS = ["unit_master:256:1", "unit_paper:256:1", "small:64:8", "demo:32:4", "da_mnist2mnistm_reduced:32:32"]
 QUICK_ROWS = ["small:16:2"]
 
 
@@ -436,7 +436,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
     results = []
     for job in jobs:
-        key = (job["config"], job["size"], job["batch"], job["authors"])
+        # a row's own overrides can change the network (model.ch=8): its FLOPs are counted with them
+        key = (job["config"], job["size"], job["batch"], job["authors"], tuple(job["row_set"]))
         if key not in flops:
             fl = _spawn({**base, **job, "job": "flops"}, args.timeout, dict(os.environ))
             if "error" in fl:

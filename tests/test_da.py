@@ -39,7 +39,7 @@ def _da_config(tmp_path: Path, *extra: str):
     a = _digits_npz(tmp_path / "src.npz", 16, 12, 1, labels=True, seed=0)
     b = _digits_npz(tmp_path / "tgt.npz", 16, 12, 3, labels=False, seed=1)  # no target train labels at all
     return load_config(
-        "da_mnist2mnistm",
+        "da_mnist2mnistm_reduced",
         [
             f"data.a={a}",
             f"data.b={b}",
@@ -189,7 +189,7 @@ def test_da_config_errors(tmp_path):
     with pytest.raises(UnitganError, match="da.enabled"):
         load_config("demo", ["da.enabled=true"])
     with pytest.raises(UnitganError, match="da.dis_n_private"):
-        load_config("da_mnist2mnistm", ["da.dis_n_private=3"])
+        load_config("da_mnist2mnistm_reduced", ["da.dis_n_private=3"])
     cfg = _da_config(tmp_path, "da.source_only=true", "model.input_nc_a=1")
     with pytest.raises(UnitganError, match="da.source_only"):
         train(cfg, progress=False)

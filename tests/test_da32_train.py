@@ -128,7 +128,9 @@ def test_target_path_a_trains_one_classifier_on_x_a_and_x_ab(tmp_path):
     x = torch.rand(6, 1, 32, 32) * 2 - 1
     assert torch.equal(trainer.classify(x, trainer.eval_domain), trainer.classify(x, "a"))
     with pytest.raises(UnitganError, match="da.target_path"):
-        DATrainer(load_config("da_mnist2digits", ["da.target_path=a"]), torch.device("cpu"))  # the reduced design
+        DATrainer(
+            load_config("da_mnist2digits_reduced", ["da.target_path=a"]), torch.device("cpu")
+        )  # the reduced design
 
 
 @pytest.mark.parametrize("path", ["a", "b"])
@@ -198,7 +200,7 @@ def test_pseudo_labels_train_the_classifier_on_confident_target_predictions(tmp_
     terms_early, grad_early = step(x_b, *on, "da.pseudo_start=1")  # step 0 is before the start
     assert "pseudo" not in terms_early and torch.equal(grad_early, grad_off)
     with pytest.raises(UnitganError, match="da.pseudo_w"):
-        DATrainer(load_config("da_mnist2digits", ["da.pseudo_w=1"]), torch.device("cpu"))  # the reduced design
+        DATrainer(load_config("da_mnist2digits_reduced", ["da.pseudo_w=1"]), torch.device("cpu"))  # the reduced design
     with pytest.raises(UnitganError, match="da.pseudo_threshold"):
         _config(tmp_path, "da.pseudo_threshold=0")
 

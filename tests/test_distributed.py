@@ -259,7 +259,7 @@ def _da_cfg(out_dir):
     from unitgan.config import load_config
 
     tiny = ["model.ch=4", "model.dis_ch=4", "model.n_res=1", "data.crop_size=16", "da.n_classes=3"]
-    return load_config("da_mnist2mnistm", [f"train.out_dir={out_dir}", *tiny])
+    return load_config("da_mnist2mnistm_reduced", [f"train.out_dir={out_dir}", *tiny])
 
 
 def _da_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

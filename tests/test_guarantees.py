@@ -92,7 +92,7 @@ def da_config(tmp_path: Path, out: str, steps: int):
     overrides = [f"data.a={a}", f"data.b={b}", f"train.out_dir={tmp_path / out}", f"train.steps={steps}"]
     overrides += ["train.ckpt_every=3", "train.log_every=1", "data.crop_size=16", "data.batch_size=4"]
     overrides += ["model.ch=4", "model.dis_ch=4", "model.n_res=1", "da.n_classes=3", "optim.lr_step=4"]
-    return load_config("da_mnist2mnistm", overrides)
+    return load_config("da_mnist2mnistm_reduced", overrides)
 
 
 def test_exact_resume_of_unit_da_across_a_learning_rate_drop(tmp_path):

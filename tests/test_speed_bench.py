@@ -3,6 +3,7 @@ wait-policy variants run what they say."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import speed  # noqa: E402
 
 
 def test_the_da_digits_step_is_counted_with_its_labels():
-    spec = {"config": "da_mnist2mnistm", "size": 16, "precision": "fp32", "compile": False}
+    spec = {"config": "da_mnist2mnistm_reduced", "size": 16, "precision": "fp32", "compile": False}
     spec.update(channels_last=False, device="cpu", authors=False, overrides=[], tiny=True)
     one, two = speed.count_flops({**spec, "batch": 1}), speed.count_flops({**spec, "batch": 2})
     assert 0 < one < float("inf")
@@ -46,3 +47,35 @@ def _children() -> list[str]:
         except (OSError, IndexError):
             continue
     return out
+
+
+def test_a_rows_own_overrides_are_in_its_flop_count(monkeypatch, tmp_path):
+    """`--rows demo:32:4:model.ch=8` times a narrower network: its GFLOP/step (and so its util) must be that
+    network's, not the preset's (the count was once cached per config, size and batch only)."""
+
+    def spawn(spec, timeout, env):  # in-process: real FLOP counts, made-up timings
+        if spec["job"] == "peak":
+            return {
+                "peak_gflops": 100.0,
+                "peak_nchw_gflops": 100.0,
+                "peak_nhwc_gflops": 100.0,
+                "peak_cpu_gflops": 100.0,
+            }
+        if spec["job"] == "flops":
+            return {"flop": speed.count_flops(spec)}
+        return {
+            "step_s": 0.1,
+            "cpu_s": 0.1,
+            "img_s": 1.0,
+            "tr_img_s": 1.0,
+            "finite": True,
+            "peak_mib": 0,
+            "start_mib": 0,
+        }
+
+    monkeypatch.setattr(speed, "_spawn", spawn)
+    out = tmp_path / "speed.json"
+    rows = ["demo:16:1", "demo:16:1:model.ch=4", "demo:16:1:model.ch=4,model.dis_ch=4"]
+    speed.main(["--rows", *rows, "--precisions", "fp32", "--modes", "eager", "--device", "cpu", "--json", str(out)])
+    flops = [r["flop"] for r in json.loads(out.read_text())["rows"]]
+    assert flops[0] > flops[1] > flops[2] > 0

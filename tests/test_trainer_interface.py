@@ -77,7 +77,7 @@ class LineTrainer(nn.Module):
 
 def test_the_registry_picks_the_trainer_from_the_config(tmp_path):
     assert registry.trainer_class(tiny_config(tmp_path)) is UNITTrainer
-    da = load_config("da_mnist2mnistm")
+    da = load_config("da_mnist2mnistm_reduced")
     assert registry.trainer_name(da) == "unit_da" and registry.trainer_class(da) is DATrainer
 
 
