@@ -247,16 +247,23 @@ def test_align_distribution():
 
 @pytest.mark.parametrize(
     "source_only, pseudo",
-    [(False, ()), (True, ()), (False, ("da.pseudo_start=3",)), (True, ("da.pseudo_start=1", "da.pseudo_align=true"))],
-    ids=["unit-da", "source-only", "pseudo-labels", "pseudo-aligned"],
+    [
+        (False, ()),
+        (True, ()),
+        (False, ("da.pseudo_start=3",)),
+        (True, ("da.pseudo_start=1", "da.pseudo_align=true")),
+        (False, ("train.channels_last=true",)),
+    ],
+    ids=["unit-da", "source-only", "pseudo-labels", "pseudo-aligned", "channels-last"],
 )
 def test_resume_equals_uninterrupted_run(tmp_path, source_only, pseudo):
     """With pseudo-labels from step 3 on: the resumed run (checkpoint at step 2) must start them at step 3
     too, i.e. the step count survives the resume. Aligned from step 1 on: the running class shares of steps
     1-2 must come back from the checkpoint."""
     flags = [f"da.source_only={str(source_only).lower()}"]
-    if pseudo:
-        flags += ["da.pseudo_w=1", "da.pseudo_threshold=0.3", *pseudo]
+    if any(p.startswith("da.pseudo") for p in pseudo):
+        flags += ["da.pseudo_w=1", "da.pseudo_threshold=0.3"]
+    flags += pseudo
     (tmp_path / "whole").mkdir()
     (tmp_path / "parts").mkdir()
     whole = train(_config(tmp_path / "whole", "train.steps=4", *flags), progress=False)
@@ -271,6 +278,36 @@ def test_resume_equals_uninterrupted_run(tmp_path, source_only, pseudo):
         shares_resumed = load_checkpoint(resumed.checkpoint)["pseudo_align"]
         assert not torch.allclose(shares_whole["prior_a"], torch.full((3,), 1 / 3))
         assert all(torch.equal(shares_whole[k], shares_resumed[k]) for k in ("pred_mean_b", "prior_a"))
+
+
+@pytest.mark.parametrize("source_only", [False, True])
+def test_channels_last_computes_the_nchw_step(tmp_path, source_only):
+    """train.channels_last (the CPU speed-up of the DA32 presets, docs/speed.md): the networks' convolutions and
+    CoDis32x32's max pools run NHWC, with the same dropout masks from the same seed, so one step gives the NCHW
+    step's losses and weights to float rounding."""
+    flags = [f"da.source_only={str(source_only).lower()}", "model.ch=4", "model.dis_ch=4", "data.batch_size=3"]
+    steps, trainers = {}, {}
+    for cl in ("false", "true"):
+        (tmp_path / cl).mkdir()
+        cfg = _config(tmp_path / cl, *flags, f"train.channels_last={cl}")
+        torch.manual_seed(0)
+        trainers[cl] = DA32Trainer(cfg, torch.device("cpu"))
+    pools = []
+    hook = trainers["true"].dis.dis_a[2].register_forward_hook(lambda m, i, o: pools.append(o))
+    x_a, y_a, x_b = torch.rand(3, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2]), torch.rand(3, 1, 32, 32) * 2 - 1
+    for cl, trainer in trainers.items():
+        torch.manual_seed(2)  # the same latent noise and dropout masks
+        steps[cl] = {k: float(v) for k, v in trainer.train_step(x_a, y_a, x_b).items()}
+    hook.remove()
+    assert pools and all(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous() for o in pools)
+    assert steps["true"] == pytest.approx(steps["false"], rel=1e-5, abs=1e-6)
+    plain, nhwc = trainers["false"].state_dict(), trainers["true"].state_dict()
+    diffs = {k: (plain[k].float() - nhwc[k].float()).abs().max().item() for k in plain if plain[k].numel()}
+    # Adam's first step moves each weight by about lr x sign(gradient): a gradient within rounding of zero (the
+    # bias of a conv that batch norm follows) can take either sign, so those weights may differ by up to 2 x lr
+    lr = trainers["true"].cfg.optim.lr
+    assert max(diffs.values()) <= 2 * lr
+    assert sum(v < 1e-5 for v in diffs.values()) >= 0.9 * len(diffs), {k: v for k, v in diffs.items() if v >= 1e-5}
 
 
 def test_results_file_and_learning_curve(tmp_path):

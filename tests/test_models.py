@@ -4,7 +4,7 @@ from torch import nn
 
 from unitgan.config import ModelConfig, load_config
 from unitgan.models import MultiScaleDiscriminator, UNITGenerator
-from unitgan.models.layers import NearestUpConv
+from unitgan.models.layers import Dropout, NearestUpConv
 from unitgan.train.registry import trainer_class
 
 
@@ -128,3 +128,21 @@ def test_nearest_upconv_auto_picks_subpixel_from_64x64_outputs_and_the_trainer_s
     gen = trainer_class(cfg)(cfg, torch.device("cpu")).gen
     impls = {m.impl for m in gen.modules() if isinstance(m, NearestUpConv)}
     assert impls == {"subpixel"}
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+def test_dropout_draws_nn_dropouts_masks_in_any_layout(p):
+    """CoDis32x32's dropout: on NCHW inputs the numbers (and gradients) of nn.Dropout from the same seed, so the
+    DA32 runs made before it are reproduced bit for bit; on channels_last inputs the same masks."""
+    x = torch.randn(4, 6, 8, 8)
+    outs, grads = [], []
+    for module, layout in ((nn.Dropout(p), torch.contiguous_format), (Dropout(p), torch.contiguous_format),
+                           (Dropout(p), torch.channels_last)):  # fmt: skip
+        xi = x.clone(memory_format=layout).requires_grad_()
+        torch.manual_seed(3)
+        out = module(xi)
+        out.backward(torch.arange(out.numel(), dtype=out.dtype).view_as(out))
+        outs.append(out)
+        grads.append(xi.grad)
+    assert all(torch.equal(outs[0], o) for o in outs[1:]) and all(torch.equal(grads[0], g) for g in grads[1:])
+    assert torch.equal(Dropout(p).eval()(x), x)

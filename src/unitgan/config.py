@@ -143,7 +143,9 @@ class TrainConfig:
     out_dir: str = "runs/unit"  # run folder: config, checkpoints, logs, image grids
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: Precision = "fp32"  # autocast precision (bf16/fp16); fp16 uses a grad scaler
-    channels_last: bool = False  # NHWC memory layout (faster convolutions on recent hardware)
+    channels_last: bool = (
+        False  # NHWC memory layout (GPUs; on CPUs the DA32 presets: CoDis32x32 max pools, docs/speed.md)
+    )
     compile: bool = False  # torch.compile the networks
     # what train.compile compiles: each network part on its own (modules), or each training phase as one graph
     # (phases: the E/G loss with the frozen discriminators, and the D loss; norms, pads and activations of

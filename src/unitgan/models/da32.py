@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unitgan.models.layers import Dropout
+
 IMAGE_SIZE = 32  # the only input size these networks take (conv2 8x8 valid reduces 8x8 to 1x1)
 DIS_DROPOUT = (0.1, 0.3, 0.5, 0.5)  # after conv0..conv3 of CoDis32x32 on the head paths
 
@@ -185,7 +187,7 @@ class CoDis32x32(nn.Module):
         self.dis_a = self._block(input_nc_a, ch)  # private conv0 of each domain
         self.dis_b = self._block(input_nc_b, ch)
         self.shared = nn.ModuleList([self._block(ch, 2 * ch), self._block(2 * ch, 4 * ch), self._block(4 * ch, 8 * ch)])
-        self.drop = nn.ModuleList([nn.Dropout(p) for p in DIS_DROPOUT])
+        self.drop = nn.ModuleList([Dropout(p) for p in DIS_DROPOUT])  # masks in NCHW order (channels_last: same masks)
         self.gan_head = nn.Conv2d(8 * ch, 2, 2)  # [N, 8d, 2, 2] -> [N, 2, 1, 1]
         self.cls_head = nn.Conv2d(8 * ch, n_classes, 2)
         self.feat_ch = 8 * ch

@@ -63,6 +63,21 @@ def blur_downsample(x: torch.Tensor) -> torch.Tensor:
     return x[:, :, ::2, ::2]
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose mask is drawn in NCHW order whatever the input's memory layout, so that a
+    channels_last network draws the same masks from the same seed as the NCHW one (``nn.Dropout`` draws its
+    mask in the input's memory order). Same numbers as ``nn.Dropout`` on NCHW inputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.p == 1:
+            return x * 0
+        keep = 1 - self.p
+        noise = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(keep).div_(keep)  # NCHW order
+        return x * noise
+
+
 class ConvBlock(nn.Sequential):
     """pad -> conv -> norm -> activation. Padding is explicit so 'reflect' and 'zero' behave alike.
 

@@ -77,6 +77,8 @@ class DABase(nn.Module):
         self.gen_ema = WeightAverage(gen, cfg.train.ema) if cfg.train.ema > 0 else None
         self.dis_ema = WeightAverage(dis, cfg.train.ema) if cfg.train.ema > 0 else None
         self.to(device)
+        if cfg.train.channels_last:  # NHWC weights: the convolutions' outputs, and so CoDis32x32's max pools, are NHWC
+            self.to(memory_format=torch.channels_last)
         o = cfg.optim
         self.opt_gen = build_adam(self.gen.parameters(), o.lr, cfg, device)
         self.opt_dis = build_adam(self.dis.parameters(), o.dis_lr or o.lr, cfg, device)
