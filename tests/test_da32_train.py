@@ -252,9 +252,9 @@ def test_align_distribution():
         (True, ()),
         (False, ("da.pseudo_start=3",)),
         (True, ("da.pseudo_start=1", "da.pseudo_align=true")),
-        (False, ("train.channels_last=true",)),
+        (False, ("train.channels_last=false",)),  # the presets train NHWC; NCHW resumes exactly too
     ],
-    ids=["unit-da", "source-only", "pseudo-labels", "pseudo-aligned", "channels-last"],
+    ids=["unit-da", "source-only", "pseudo-labels", "pseudo-aligned", "nchw"],
 )
 def test_resume_equals_uninterrupted_run(tmp_path, source_only, pseudo):
     """With pseudo-labels from step 3 on: the resumed run (checkpoint at step 2) must start them at step 3
