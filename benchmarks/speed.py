@@ -18,6 +18,12 @@ Every row runs in a fresh subprocess, so its peak memory is its own. A row repor
   batch 1, forward) measured by this script in the same run and the same precision (best of NCHW/NHWC);
 - ``util CPU``: the same ratio with CPU seconds in place of wall seconds (step and peak alike), which
   other jobs on a shared machine disturb less;
+- ``--conv-bound`` (CPU): after the timed steps, a few more steps under ``torch.profiler`` give the time
+  spent inside convolution operators (forward and backward, self time of every operator named ``*conv*``):
+  ``conv_s`` per step, its share of the time inside all operators, and ``conv-bound util`` = FLOPs / ``conv_s`` / peak,
+  the util the step would reach if everything but its convolutions took no time (the profiler adds a few
+  microseconds per call, so it is slightly low). A target above it needs faster convolution kernels, not a
+  leaner step;
 - ``peak_mib``: on CPU the peak resident set of the row's process (``VmHWM`` from /proc/self/status, which
   ``ru_maxrss`` agrees with), Python and torch included; on CUDA ``torch.cuda.max_memory_allocated``.
 
@@ -114,6 +120,23 @@ def conv_peak(device: torch.device, precision: str, reps: int, budget_s: float =
         "peak_cpu_gflops": max(best_cpu.values()),  # per CPU second (all threads together)
         **{f"peak_{k}_gflops": v for k, v in best.items()},
     }
+
+
+def convolution_seconds(step, n: int) -> dict[str, float]:
+    """Run ``step()`` ``n`` times under ``torch.profiler`` (CPU activity). Per step: seconds inside convolution
+    operators (``conv_s``: the self time of every operator whose name contains "conv", forward and backward,
+    oneDNN's kernels and torch's own), seconds inside all operators (``ops_s``: every operator's self time,
+    so the Python between operators is not in it), and aten operator calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            step()
+    events = prof.key_averages()
+    conv_us = sum(e.self_cpu_time_total for e in events if "conv" in e.key.lower())
+    ops_us = sum(e.self_cpu_time_total for e in events)
+    calls = sum(e.count for e in events if e.key.startswith("aten::"))
+    return {"conv_s": conv_us / 1e6 / n, "ops_s": ops_us / 1e6 / n, "aten_calls": calls / n}
 
 
 def _batch(cfg, device: torch.device, seed: int) -> tuple[torch.Tensor, ...]:
@@ -235,6 +258,7 @@ def run_row(spec: dict) -> dict:
             times.append(dt)
             cpu_times.append(time.process_time() - c)
     finite = all(bool(torch.isfinite(v).all()) for v in stats.values())
+    bound = convolution_seconds(step, spec["steps"]) if spec.get("conv_bound") else {}
 
     # translation throughput: batched, inference mode, same precision (and the same compiled modules)
     tb = spec["translate_batch"]
@@ -260,6 +284,7 @@ def run_row(spec: dict) -> dict:
         "tr_img_s": tb / statistics.median(tr_times),
         "finite": finite,
         "start_mib": start_mib,
+        **bound,
         **_peak_memory_mib(device),
     }
 
@@ -342,6 +367,24 @@ def machine_description(device: torch.device) -> str:
     return "; ".join(parts)
 
 
+def print_conv_bound(results: list[dict], threads: int) -> None:
+    """The ``--conv-bound`` table: per row, the time inside convolutions and the util it allows."""
+    print("\n| config | size | batch | step | threads | NHWC | busy | s/step | s/step in operators (profiled) "
+          "| conv s/step | conv share | aten calls/step | util | conv-bound util |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if "conv_s" not in r:
+            continue
+        bound = r["util"] * r["step_s"] / r["conv_s"]  # FLOPs / conv_s / peak
+        step_kind = " ".join(["unitgan", *r["row_set"]]) if not r["authors"] else "authors' step (emulated)"
+        print(
+            f"| {r['config']} | {r['size']} | {r['batch']} | {step_kind} | {threads} "
+            f"| {'yes' if r['channels_last'] else 'no'} | {r['compete']} | {r['step_s']:.4f} | {r['ops_s']:.4f} | {r['conv_s']:.4f} "
+            f"| {r['conv_s'] / r['ops_s']:.0%} | {r['aten_calls']:.0f} | {r['util']:.0%} | {bound:.0%} |",
+            flush=True,
+        )
+
+
 def _load() -> str:
     try:
         return "/".join(f"{v:.2f}" for v in os.getloadavg())
@@ -377,6 +420,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--omp-wait", nargs="+", choices=["unitgan", "spin"], default=["unitgan"],
                    help="unitgan: OMP_WAIT_POLICY=PASSIVE as the CLI sets it; spin: libgomp's default (idle "
                    "threads spin); several values: each row once per value")  # fmt: skip
+    p.add_argument(
+        "--conv-bound",
+        action="store_true",
+        help="CPU: also profile each row's convolutions (time inside them, and the util they bound)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny networks and sizes: check that the script works")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -391,7 +439,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = args.rows or (QUICK_ROWS if args.quick else ROWS)
     if args.quick:
         args.steps, args.warmup, args.translate_reps, args.peak_reps = 2, 1, 1, 1
-    base = {"device": str(device), "threads": args.threads, "tiny": args.quick}
+    if args.conv_bound and device.type != "cpu":
+        p.error("--conv-bound profiles CPU operators: run it with --device cpu")
+    base = {"device": str(device), "threads": args.threads, "tiny": args.quick, "conv_bound": args.conv_bound}
     print(f"# machine: {machine_description(device)}; threads {args.threads or torch.get_num_threads()}")
     print(f"# unitgan rows use: {' '.join(args.set) or 'the presets as they are'}; batches are random tensors")
 
@@ -477,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
             + ("" if res["finite"] else " NON-FINITE LOSS"),
             flush=True,
         )
+    if args.conv_bound:
+        print_conv_bound(results, args.threads or torch.get_num_threads())
     if args.json:
         args.json.write_text(
             json.dumps({"machine": machine_description(device), "peaks": peaks, "rows": results}, indent=2)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import speed  # noqa: E402
@@ -79,3 +80,24 @@ def test_a_rows_own_overrides_are_in_its_flop_count(monkeypatch, tmp_path):
     speed.main(["--rows", *rows, "--precisions", "fp32", "--modes", "eager", "--device", "cpu", "--json", str(out)])
     flops = [r["flop"] for r in json.loads(out.read_text())["rows"]]
     assert flops[0] > flops[1] > flops[2] > 0
+
+
+def test_convolution_seconds_count_only_convolutions():
+    """`--conv-bound`: the profiled time must be that of convolution operators (forward and backward), so a
+    step without convolutions reads zero and a step that is mostly convolutions reads most of its operator time."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(4, 8, 16, 16)
+    w = torch.randn(256, 256, requires_grad=True)
+
+    def conv_step():
+        conv(x).square().mean().backward()
+
+    def matmul_step():
+        (w @ w).sum().backward()
+
+    conv_step()  # oneDNN builds its kernels on the first call
+    only_conv = speed.convolution_seconds(conv_step, 3)
+    no_conv = speed.convolution_seconds(matmul_step, 3)
+    assert no_conv["conv_s"] == 0 and no_conv["ops_s"] > 0 and no_conv["aten_calls"] > 0
+    assert 0.5 < only_conv["conv_s"] / only_conv["ops_s"] <= 1.0
