@@ -367,6 +367,11 @@ def machine_description(device: torch.device) -> str:
     return "; ".join(parts)
 
 
+def step_label(job: dict) -> str:
+    """What a row times: unitgan's step with the row's own overrides, or the emulated authors' step."""
+    return "authors' step (emulated)" if job["authors"] else " ".join(["unitgan", *job["row_set"]])
+
+
 def print_conv_bound(results: list[dict], threads: int) -> None:
     """The ``--conv-bound`` table: per row, the time inside convolutions and the util it allows."""
     print("\n| config | size | batch | step | threads | NHWC | busy | s/step | s/step in operators (profiled) "
@@ -375,12 +380,10 @@ def print_conv_bound(results: list[dict], threads: int) -> None:
     for r in results:
         if "conv_s" not in r:
             continue
-        bound = r["util"] * r["step_s"] / r["conv_s"]  # FLOPs / conv_s / peak
-        step_kind = " ".join(["unitgan", *r["row_set"]]) if not r["authors"] else "authors' step (emulated)"
         print(
-            f"| {r['config']} | {r['size']} | {r['batch']} | {step_kind} | {threads} "
+            f"| {r['config']} | {r['size']} | {r['batch']} | {step_label(r)} | {threads} "
             f"| {'yes' if r['channels_last'] else 'no'} | {r['compete']} | {r['step_s']:.4f} | {r['ops_s']:.4f} | {r['conv_s']:.4f} "
-            f"| {r['conv_s'] / r['ops_s']:.0%} | {r['aten_calls']:.0f} | {r['util']:.0%} | {bound:.0%} |",
+            f"| {r['conv_s'] / r['ops_s']:.0%} | {r['aten_calls']:.0f} | {r['util']:.0%} | {r['conv_bound_util']:.0%} |",
             flush=True,
         )
 
@@ -507,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
             res = _spawn(spec, args.timeout, child_env(job["omp_wait"]))
         res.update(job, flop=flops[key], load=load_before)
         results.append(res)
-        step_kind = "authors' step (emulated)" if job["authors"] else " ".join(["unitgan", *job["row_set"]])
+        step_kind = step_label(job)
         mode = "compiled" if job["compile"] else "eager"
         lead = (
             f"| {job['config']:<12}| {job['size']:>4} | {job['batch']:>5} | {step_kind:<24}| {job['precision']:<4} "
@@ -520,6 +523,8 @@ def main(argv: list[str] | None = None) -> None:
         util = res["flop"] / res["step_s"] / 1e9 / pk
         pk_cpu = peaks.get(job["precision"], {}).get("peak_cpu_gflops", float("nan"))
         res["util"], res["util_cpu"] = util, res["flop"] / res["cpu_s"] / 1e9 / pk_cpu
+        if "conv_s" in res:  # --conv-bound: the util if everything but the convolutions took no time
+            res["conv_bound_util"] = res["flop"] / res["conv_s"] / 1e9 / pk
         print(
             lead + f"| {res['step_s']:>7.2f} | {res['cpu_s']:>7.2f} | {res['img_s']:>6.2f} | {res['tr_img_s']:>13.2f} "
             f"| {res['flop'] / 1e9:>10.1f} | {util:>5.0%} | {res['util_cpu']:>8.0%} | {res['peak_mib']:>8.0f} | {res['start_mib']:>9.0f} "
