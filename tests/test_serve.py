@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import struct
 import warnings
@@ -264,3 +265,17 @@ def test_munit_server_styles_from_a_seed_or_a_reference_image(munit):
     assert r.status_code == 422 and "not both" in r.json()["detail"]
     r = c.post("/translate", files={"image": ("x.png", png_bytes(img))}, data={"direction": "a2b", "seed": "-1"})
     assert r.status_code == 422 and r.json()["detail"].startswith("seed: "), r.text
+
+
+def test_limit_applies_at_the_translation_scale(translator):
+    """A thin strip is few pixels raw but many once its shorter side is resized to the training scale: the
+    server refuses it (400) from the scaled size instead of allocating memory for it."""
+    scaled = copy.copy(translator)
+    scaled.scale = 40  # as for a model trained on folders with data.load_size=40
+    strip = png_bytes(random_image(6000, 1, "L", seed=1))  # 6000 raw pixels; 240000x40 at the training scale
+    with TestClient(create_app(scaled, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)) as c:
+        r = post(c, strip)
+        assert r.status_code == 400, r.text
+        assert "240000x40" in r.json()["detail"] and f"limit of {MAX_PIXELS}" in r.json()["detail"]
+        ok = post(c, png_bytes(random_image(12, 8, "L", seed=2)))  # 60x40 at the training scale: under the limit
+        assert ok.status_code == 200, ok.text

@@ -315,9 +315,19 @@ def create_app(
         if len(data) > max_bytes:
             raise HTTPException(413, too_large)
         try:
-            return decode_upload(data, channels, max_pixels)
+            img = decode_upload(data, channels, max_pixels)
         except BadImage as e:
             raise HTTPException(e.status, str(e)) from None
+        # the raw count bounds decoding; the count at the translation scale bounds the model's memory: a
+        # 60000x1 strip is 60000 pixels raw but 2400000x40 once its shorter side goes to a load_size of 40
+        tw, th = translator.scaled_size(img.width, img.height, native=native)
+        if tw * th > max_pixels:
+            raise HTTPException(
+                400,
+                f"image '{upload.filename}' ({img.width}x{img.height}) would be translated at {tw}x{th} = "
+                f"{tw * th} pixels, more than the limit of {max_pixels}",
+            )
+        return img
 
     return app
 
