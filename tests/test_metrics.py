@@ -274,7 +274,10 @@ def test_evaluate_folders_fid_kid_and_ground_truth(tmp_path):
     for direction in ("a2b", "b2a"):
         r = res[f"fid_kid_{direction}"]
         assert r["n_real"] == 4 and r["n_fake"] == 4 and r["fid"] >= -1e-6
-    assert len(res["pixel_accuracy_a2b"]["per_image"]) == 4
+    paired = res["paired_a2b"]
+    for key in ("l1", "psnr", "ssim", "pixel_accuracy"):
+        assert len(paired["per_image"][key]) == 4
+        assert paired[key] == pytest.approx(np.mean(paired["per_image"][key]))
     assert main([*args, "--no-fid", "--gt-b2a", str(tmp_path / "missing")]) == 2  # error names the folder
 
 
@@ -301,3 +304,37 @@ def test_synthetic_accuracy_counts_shape_pixels_apart():
         assert scores["shapes"] == 0.0
         assert scores["per_image"] == pytest.approx((1 - shape_px.mean((1, 2))).tolist())
         assert scores["all"] == pytest.approx(1 - float(shape_px.mean())) and scores["all"] > 0.5
+
+
+def test_paired_scores_match_independent_formulas():
+    """L1, PSNR and pixel accuracy by hand in numpy; SSIM from scikit-image called directly."""
+    from skimage.metrics import structural_similarity
+
+    from unitgan.metrics.paired import paired_scores
+
+    rng = np.random.default_rng(3)
+    target = rng.integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
+    pred = np.clip(target.astype(int) + rng.integers(-40, 41, target.shape), 0, 255).astype(np.uint8)
+    pred[2] = target[2]  # one exact copy: PSNR capped at 100 dB, L1 0, accuracy 1, SSIM 1
+
+    def t(x):
+        return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    s = paired_scores(t(pred), t(target), threshold=0.1)
+    p, g = pred / 255.0, target / 255.0
+    l1 = np.abs(p - g).mean(axis=(1, 2, 3))
+    mse = ((p - g) ** 2).mean(axis=(1, 2, 3))
+    psnr = [10 * np.log10(1 / m) if m > 0 else 100.0 for m in mse]
+    acc = (np.abs(p - g) <= 0.1 + 1e-9).all(axis=3).mean(axis=(1, 2))
+    ssim = [
+        structural_similarity(
+            g[i], p[i], channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+        for i in range(3)
+    ]
+    assert s["per_image"]["l1"] == pytest.approx(l1, abs=1e-6)
+    assert s["per_image"]["psnr"] == pytest.approx(psnr, abs=1e-4)
+    assert s["per_image"]["pixel_accuracy"] == pytest.approx(acc, abs=1e-6)
+    assert s["per_image"]["ssim"] == pytest.approx(ssim, abs=1e-6)
+    assert s["per_image"]["ssim"][2] == pytest.approx(1.0) and s["per_image"]["l1"][2] == 0
+    assert s["l1"] == pytest.approx(l1.mean(), abs=1e-6) and s["ssim"] == pytest.approx(np.mean(ssim), abs=1e-6)

@@ -5,7 +5,8 @@
 - Synthetic domains (ground truth known): pixel accuracy of A->B and B->A on the held-out scenes, over all
   pixels and over the shape pixels, as the demo scores them (:func:`unitgan.metrics.synthetic_accuracy`).
 - Image folders: FID and KID in both directions (testA translated vs real testB, and the reverse); pixel
-  accuracy too where a ground-truth folder is given (``gt_a2b``/``gt_b2a``: same file names as testA/testB).
+  L1, PSNR, SSIM and pixel accuracy too where a ground-truth folder is given (``gt_a2b``/``gt_b2a``: same file
+  names as testA/testB; :func:`unitgan.metrics.paired.paired_scores`).
 - Array domains (no DA): FID and KID in both directions on the test splits.
 
 FID/KID need an Inception network (see :func:`unitgan.metrics.fid.load_inception`); nothing is downloaded
@@ -28,7 +29,8 @@ from unitgan.data.io import load_image, pil_to_tensor
 from unitgan.errors import UnitganError
 from unitgan.inference import BaseTranslator, Translator
 from unitgan.metrics.fid import extract_features, fid_kid, load_inception
-from unitgan.metrics.pixel import THRESHOLD, pixel_accuracy, synthetic_accuracy
+from unitgan.metrics.paired import paired_scores
+from unitgan.metrics.pixel import THRESHOLD, synthetic_accuracy
 from unitgan.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -88,9 +90,10 @@ def _batches(x: torch.Tensor, batch: int):
     return (x[i : i + batch] for i in range(0, len(x), batch))
 
 
-def _pixel(pred: torch.Tensor, target: torch.Tensor, threshold: float) -> dict[str, Any]:
-    per_image = pixel_accuracy(pred, target, threshold)
-    return {"mean": float(per_image.mean()), "threshold": threshold, "per_image": per_image.tolist()}
+def _paired(pred: torch.Tensor, target: torch.Tensor, threshold: float) -> dict[str, Any]:
+    """L1, PSNR, SSIM and pixel accuracy against the ground truth, with the per-image values."""
+    scores = paired_scores(pred, target, threshold)
+    return {k: v for k, v in scores.items() if k != "per_image"} | {"per_image": scores["per_image"]}
 
 
 def _ground_truth(folder: str, files: list[Path], channels: int, size: tuple[int, int]) -> torch.Tensor:
@@ -146,10 +149,10 @@ def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> Ev
         files_b = [ds_b.files[i] for i in range(len(x_b))]
         if opts.gt_a2b:
             gt = _ground_truth(opts.gt_a2b, files_a, cfg.model.input_nc_b, tuple(x_ab.shape[-2:]))
-            report.results["pixel_accuracy_a2b"] = _pixel(x_ab, gt, opts.threshold)
+            report.results["paired_a2b"] = _paired(x_ab, gt, opts.threshold)
         if opts.gt_b2a:
             gt = _ground_truth(opts.gt_b2a, files_b, cfg.model.input_nc_a, tuple(x_ba.shape[-2:]))
-            report.results["pixel_accuracy_b2a"] = _pixel(x_ba, gt, opts.threshold)
+            report.results["paired_b2a"] = _paired(x_ba, gt, opts.threshold)
 
     want_fid = opts.fid if opts.fid is not None else cfg.data.source in ("folder", "arrays")
     if want_fid:
