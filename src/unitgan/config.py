@@ -84,6 +84,9 @@ class ModelConfig:
     style_bank: int = 256  # arch=munit, style_prior=bank: style codes remembered per domain
 
 
+DIFFAUG_POLICIES = ("color", "translation", "cutout")  # unitgan.models.augment, in the order applied
+
+
 @dataclass
 class LossConfig:
     """Weights of the UNIT objective (paper notation in brackets)."""
@@ -93,6 +96,13 @@ class LossConfig:
     recon_w: float = 100.0  # [lambda2] L1 reconstruction of x_aa, x_bb
     cyc_kl_w: float = 0.1  # [lambda3] KL of the latent of the translated images
     cyc_recon_w: float = 100.0  # [lambda4] L1 cycle reconstruction of x_aba, x_bab
+    # DiffAugment policy (unitgan.models.augment): comma-separated color, translation, cutout, applied to every
+    # image a discriminator sees, real and translated, in both phases; "" = none (the paper). arch=unit only
+    diffaug: str = ""
+
+    def diffaug_policy(self) -> tuple[str, ...]:
+        """``diffaug`` as a tuple of policy names ("color,translation" -> ("color", "translation"))."""
+        return tuple(w.strip() for w in self.diffaug.split(",") if w.strip())
 
 
 @dataclass
@@ -268,6 +278,14 @@ class Config:
     def validate(self) -> Config:
         """Cross-field checks that single types cannot express."""
         m, d = self.model, self.data
+        policy = self.loss.diffaug_policy()
+        unknown = [w for w in policy if w not in DIFFAUG_POLICIES]
+        _check(not unknown, "loss.diffaug", f"has unknown policy {unknown}; known: {', '.join(DIFFAUG_POLICIES)}")
+        _check(
+            not policy or (m.arch == "unit" and not self.da.enabled),
+            "loss.diffaug",
+            "is for UNIT translation (model.arch=unit without da.enabled); leave it empty",
+        )
         _check(m.n_shared <= m.n_res, "model.n_shared", f"must be <= model.n_res ({m.n_res}), got {m.n_shared}")
         for key, value in [
             ("model.input_nc_a", m.input_nc_a),

@@ -28,6 +28,7 @@ from unitgan.data import build_domain
 from unitgan.errors import UnitganError
 from unitgan.losses import GenOutputs, gan_d_loss, unit_gen_loss
 from unitgan.models import UNITGenerator, build_discriminators, build_generator
+from unitgan.models.augment import diff_augment
 from unitgan.models.layers import NearestUpConv, ResBlock
 from unitgan.runtime import autocast, check_precision, set_requires_grad
 from unitgan.train.base import (
@@ -72,11 +73,14 @@ class GenPhase(nn.Module):
         self.gen = gen
         self._dis = (dis_a, dis_b)  # a tuple: not registered, so not part of this module's parameters
         self.loss_cfg, self.gan_type = cfg.loss, cfg.model.gan_type
+        self.diffaug = cfg.loss.diffaug_policy()
 
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[torch.Tensor, dict, GenOutputs]:
         dis_a, dis_b = self._dis
         out = gen_forward(self.gen, x_a, x_b)
-        loss, terms = unit_gen_loss(out, dis_b(out.x_ab), dis_a(out.x_ba), self.loss_cfg, self.gan_type)
+        d_ab = dis_b(diff_augment(out.x_ab, self.diffaug))  # the discriminators only ever see augmented images
+        d_ba = dis_a(diff_augment(out.x_ba, self.diffaug))
+        loss, terms = unit_gen_loss(out, d_ab, d_ba, self.loss_cfg, self.gan_type)
         return loss, terms, out
 
 
@@ -88,13 +92,14 @@ class DisPhase(nn.Module):
         super().__init__()
         self.dis_a, self.dis_b = dis_a, dis_b
         self.gan_w, self.gan_type = cfg.loss.gan_w if gan_w is None else gan_w, cfg.model.gan_type
+        self.diffaug = cfg.loss.diffaug_policy()
 
     def forward(
         self, x_a: torch.Tensor, x_b: torch.Tensor, x_ab: torch.Tensor, x_ba: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n = x_a.shape[0]
-        d_a = self.dis_a(torch.cat([x_a, x_ba]))  # real and fake in one pass
-        d_b = self.dis_b(torch.cat([x_b, x_ab]))
+        d_a = self.dis_a(diff_augment(torch.cat([x_a, x_ba]), self.diffaug))  # real and fake in one pass
+        d_b = self.dis_b(diff_augment(torch.cat([x_b, x_ab]), self.diffaug))
         loss_d_a = gan_d_loss([s[:n] for s in d_a], [s[n:] for s in d_a], self.gan_type)
         loss_d_b = gan_d_loss([s[:n] for s in d_b], [s[n:] for s in d_b], self.gan_type)
         return self.gan_w * (loss_d_a + loss_d_b), loss_d_a, loss_d_b
