@@ -1,4 +1,6 @@
-"""A bounded load test of a running server on loopback: N requests, K at a time, latency percentiles."""
+"""A bounded load test of a running server on loopback: N requests, K at a time, latency percentiles.
+
+Used by ``serve_load.py`` and by the serving tests; benchmark code, so it lives here and not in the package."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import numpy as np
 from unitgan.errors import UnitganError
 from unitgan.serve.server import is_loopback
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("unitgan.loadtest")
 
 
 @dataclass
