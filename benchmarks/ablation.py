@@ -9,14 +9,14 @@ recorded in results.json as a2b_shapes / b2a_shapes; runs from before that hold 
     no cycle terms       loss.cyc_kl_w=0 loss.cyc_recon_w=0       (lambda3 = lambda4 = 0)
     no KL                loss.kl_w=0 loss.cyc_kl_w=0              (lambda1 = lambda3 = 0)
 
-The table in docs/results.md (the demo preset as it is, 3000 steps per run; seeds 0-1 ran on an H200 with
-other jobs beside them, seeds 2-3 here, on the 2-core CPU, two 1-thread runs at once):
+The table in docs/results/ablation.md (the demo preset as it is, 3000 steps per run):
 
-    python benchmarks/ablation.py --seeds 0 1 2 3 --jobs 2     # 16 runs, ~RUNCPU CPU min each on this CPU
+    python benchmarks/ablation.py --seeds 0 1 2 3 --jobs 2 --export docs/data/ablation
 
 ``--jobs N`` runs N at once, each in its own process (on a GPU most of it is idle with one small run).
 
-Finished runs are kept in ``<out>/results.json``; rerunning the command skips them.
+Finished runs are kept in ``<out>/results.json``; rerunning the command skips them. ``<out>/runs.csv`` has
+one row per run, ``<out>/table.md`` the table.
 """
 
 from __future__ import annotations
@@ -28,14 +28,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    REPO,
+    add_output_args,
     cpu_timer,
     device_name,
+    export,
     fmt,
     markdown_table,
     run_cached,
     run_time,
     setup,
+    write_runs_csv,
+    write_table,
 )
 
 from unitgan.config import load_config  # noqa: E402
@@ -51,15 +54,26 @@ VARIANTS: dict[str, list[str]] = {
     "no KL": ["loss.kl_w=0", "loss.cyc_kl_w=0"],
 }
 
+# runs.csv: column -> key of a run's result
+RUN_COLUMNS = {
+    "a2b_pixel_acc": "a2b",
+    "b2a_pixel_acc": "b2a",
+    "a2b_shape_acc": "a2b_shapes",
+    "b2a_shape_acc": "b2a_shapes",
+    "steps": "steps",
+    "device": "device",
+    "cpu_s": "cpu_s",
+    "wall_s": "wall_s",
+}
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="NAME")
-    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_ablation")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (e.g. on a GPU)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the demo preset for every run")
+    add_output_args(p, "ablation", "overrides of the demo preset for every run")
     return p.parse_args(argv)
 
 
@@ -117,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Pixel accuracy (threshold {THRESHOLD} on a 0-1 scale) on held-out synthetic scenes, mean ± std over seeds\n\n"
         + table(results, args.variants)
     )
-    (args.out / "table.md").write_text(text + "\n")
-    print(text)
+    write_table(args.out, text)
+    write_runs_csv(args.out, results, ["variant", "seed"], RUN_COLUMNS)
+    export(args.out, args.export, ["runs.csv", "table.md"])
     return 0
 
 

@@ -1,11 +1,12 @@
 """Training speed and peak memory, with and without activation checkpointing.
 
-    python benchmarks/speed.py --config unit_paper --crop 512 --batch 1 --steps 10
-    python benchmarks/speed.py --config demo --crop 64 --device cpu model.ch=16     # overrides after options
+    python benchmarks/checkpointing_memory.py --config unit_paper --crop 512 --batch 1 --steps 10
+    python benchmarks/checkpointing_memory.py --config demo --crop 64 --device cpu model.ch=16
 
 Each variant runs in a fresh process (so peaks do not mix). Peak memory is
 ``torch.cuda.max_memory_allocated`` on a GPU, and on a CPU the peak resident set size above the size before
-the first step (weights and inputs). Prints one JSON line per variant and a table.
+the first step (weights and inputs). Prints one JSON line per variant; writes ``<out>/results.json`` and
+``<out>/table.md``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import add_output_args, export, markdown_table, save_results, write_table  # noqa: E402
 
 
 def _rss_mib() -> float:
@@ -73,7 +79,7 @@ def run_variant(args, checkpointing: bool) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="unit_paper")
     p.add_argument("--crop", type=int, default=256)
@@ -83,13 +89,15 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--variant", choices=["on", "off"], help=argparse.SUPPRESS)  # internal: one variant
-    args, args.overrides = p.parse_known_args()
+    add_output_args(p, "checkpointing_memory")
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_intermixed_args(argv)
     if args.variant:
         print(json.dumps(run_variant(args, args.variant == "on")))
         return
     rows = []
     for variant in ("off", "on"):
-        cmd = [sys.executable, __file__, "--variant", variant, *sys.argv[1:]]
+        cmd = [sys.executable, __file__, "--variant", variant, *argv]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
         if proc.returncode != 0:
             # out of memory is a result too: the variant does not fit
@@ -98,14 +106,16 @@ def main() -> None:
         else:
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]))
-    print(f"\n{'checkpointing':>13} {'steps/s':>8} {'peak MiB':>9}")
-    for r in rows:
-        if "error" in r:
-            print(f"{str(r['activation_checkpointing']):>13} failed: {r['error']}")
-        else:
-            print(
-                f"{str(r['activation_checkpointing']):>13} {r['steps_per_s']:>8} {r['peak_mib']:>9}  ({r['peak_is']})"
-            )
+    save_results(args.out / "results.json", {"overrides": args.overrides, "variants": rows})
+    cells = [
+        [str(r["activation_checkpointing"]), "failed: " + r["error"], "", ""]
+        if "error" in r
+        else [str(r["activation_checkpointing"]), str(r["steps_per_s"]), str(r["peak_mib"]), r["peak_is"]]
+        for r in rows
+    ]
+    what = f"{args.config}, {args.crop}x{args.crop}, batch {args.batch}, {args.precision}, {args.steps} steps\n\n"
+    write_table(args.out, what + markdown_table(["activation checkpointing", "steps/s", "peak MiB", "peak is"], cells))
+    export(args.out, args.export, ["results.json", "table.md"])
 
 
 if __name__ == "__main__":

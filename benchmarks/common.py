@@ -1,10 +1,25 @@
-"""Shared helpers of the benchmark scripts: paths, threads, timing, result files and tables."""
+"""Shared helpers of the benchmark scripts: paths, threads, timing, result files and tables.
+
+Every script follows one convention:
+
+- positional ``key=value`` arguments override the config of every run (as ``unitgan train`` takes them);
+- ``--out DIR`` is the results folder (default ``runs/bench_<script>``): ``results.json`` with every
+  measurement, ``table.md`` with the table the script also prints, and for the experiments ``runs.csv``
+  (one row per run) or ``curves/`` (one learning curve per run);
+- ``--export DIR`` also copies the files a document publishes (``runs.csv``, ``curves/`` or ``results.json``
+  and ``table.md``) to ``DIR`` under the same names: ``docs/data/<name>/`` is written this way
+  (``docs/data/README.md`` gives each folder's command).
+
+The scripts import the installed package (``pip install -e .``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import multiprocessing
+import shutil
 import signal
 import statistics
 import time
@@ -45,7 +60,7 @@ def load_results(path: Path) -> dict:
 
 
 # the arguments that pick runs, place them or spread them over cores: anything else changes what a run computes
-SELECTION_ARGS = frozenset({"seeds", "pairs", "methods", "variants", "out", "jobs", "threads"})
+SELECTION_ARGS = frozenset({"seeds", "pairs", "methods", "variants", "out", "export", "jobs", "threads"})
 
 
 def check_same_settings(args: argparse.Namespace) -> None:
@@ -67,6 +82,49 @@ def check_same_settings(args: argparse.Namespace) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def add_output_args(p: argparse.ArgumentParser, name: str, overrides_help: str = "config overrides") -> None:
+    """The harness's own arguments: ``--out``, ``--export`` and the positional ``key=value`` overrides."""
+    p.add_argument("--out", type=Path, default=REPO / "runs" / f"bench_{name}", help="results folder")
+    p.add_argument(
+        "--export", type=Path, default=None, metavar="DIR", help="also copy the published files to DIR (docs/data/...)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+
+
+def write_table(out: Path, text: str) -> None:
+    """Print the table and keep it as ``out/table.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+def write_runs_csv(out: Path, results: dict, key_columns: list[str], columns: dict[str, str]) -> Path:
+    """``out/runs.csv``: one row per run of ``results`` (keyed ``a/b/seed``), the key's parts under
+    ``key_columns``, then ``columns`` (CSV column -> result key; missing values left empty)."""
+    path = out / "runs.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*key_columns, *columns])
+        for key, r in results.items():
+            parts = key.split("/")
+            writer.writerow([*parts, *("" if r.get(k) is None else r[k] for k in columns.values())])
+    return path
+
+
+def export(out: Path, dest: Path | None, names: list[str]) -> None:
+    """``--export DIR``: copy the files and folders ``names`` of ``out`` that exist to ``dest``, same names."""
+    if dest is None:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src = out / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, dirs_exist_ok=True)
+        elif src.is_file():
+            shutil.copy2(src, dest / name)
+    print(f"exported {', '.join(n for n in names if (out / n).exists())} to {dest}")
 
 
 def save_results(path: Path, results: dict) -> None:

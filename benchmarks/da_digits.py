@@ -12,10 +12,10 @@ set. Target labels are never used in training or to pick a step: the LAST step i
     mnist2mnistm_reduced, mnist2digits_reduced
                    the same pairs with the reduced UNIT-DA design of earlier releases (da_*_reduced presets)
 
-The README table (the two paper pairs, 1 thread per run; ``--recipe`` adds the named deviations of
+The results table (the two paper pairs, 1 thread per run; ``--recipe`` adds the named deviations of
 docs/da_protocol.md: ``deviations`` and ``self-training``, the table's leading rows):
 
-    python benchmarks/da_digits.py --seeds 0 1 2 --jobs 2 --recipe self-training
+    python benchmarks/da_digits.py --seeds 0 1 2 --jobs 2 --recipe self-training --export docs/data/da_digits/self_training
 
 prints, per pair: source-only; UNIT-DA mean ± std over the seeds; the paper's number; CPU minutes per run;
 how the step was chosen ("last step"). Each run's learning curve (target and source test accuracy every
@@ -40,11 +40,13 @@ from common import (
     REPO,
     cpu_timer,
     device_name,
+    export,
     fmt,
     markdown_table,
     run_cached,
     run_time,
     setup,
+    write_table,
 )
 
 from unitgan.config import load_config  # noqa: E402
@@ -86,6 +88,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "self-training: + da.pseudo_w=10 da.pseudo_start=2000 da.pseudo_align=true (the README's leading rows)",
     )
     p.add_argument("--out", type=Path, default=None, help="results folder (default: runs/bench_da_<recipe>)")
+    p.add_argument(
+        "--export", type=Path, default=None, metavar="DIR", help="also copy curves/ and table.md to DIR (docs/data/...)"
+    )
     p.add_argument("--mnistm-limit", type=int, default=0, help="digits per split of the built MNIST-M (0 = all)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (e.g. on a GPU)")
@@ -172,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "Target test accuracy (%), mean ± std over seeds, at the last step (target labels never used in training\n"
         "or to choose a step)\n\n" + table(results, args.pairs)
     )
-    (args.out / "table.md").write_text(text + "\n")
-    print(text)
+    write_table(args.out, text)
+    export(args.out, args.export, ["curves", "table.md"])
     return 0
 
 

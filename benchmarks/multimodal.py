@@ -14,9 +14,10 @@ the model's test-time prior: for munit_demo its bank of real styles, ``--styles`
 it by ``unitgan.models.spread_rows``; N(0, I) with ``model.style_prior=normal``. UNIT's one translation is
 repeated.
 
-    python benchmarks/multimodal.py --seeds 0 1 2 --jobs 2     # 9 runs, two at once, 1 thread each
+    python benchmarks/multimodal.py --seeds 0 1 2 --jobs 2 --export docs/data/multimodal   # 9 runs, two at once
 
-Finished runs are kept in ``<out>/results.json``; rerunning the command skips them.
+Finished runs are kept in ``<out>/results.json``; rerunning the command skips them. ``<out>/runs.csv`` has
+one row per run, ``<out>/table.md`` the table.
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    REPO,
+    add_output_args,
     cpu_timer,
     device_name,
+    export,
     fmt,
     markdown_table,
     run_cached,
     run_time,
     setup,
+    write_runs_csv,
+    write_table,
 )
 
 from unitgan.config import load_config  # noqa: E402
@@ -56,6 +60,22 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {  # name -> (preset, overrides)
     "MUNIT shared": ("munit_demo", ["model.n_shared=1"]),  # munit_demo's setting
 }
 
+# runs.csv: column -> key of a run's result
+RUN_COLUMNS = {
+    "steps": "steps",
+    "styles_S": "styles",
+    "test_scenes": "scenes",
+    "modes_K": "modes",
+    "coverage": "coverage",
+    "nearest_accuracy": "nearest_accuracy",
+    "pixel_diversity": "pixel_diversity",
+    "feature_diversity": "feature_diversity",
+    "cpu_s": "cpu_s",
+    "wall_s": "wall_s",
+    "cpu_s_per_step": "s_per_step",
+    "device": "device",
+}
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -72,10 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="held-out inputs whose samples go through Inception for the feature diversity (16 x 16 styles = "
         "256 images; all 1600 were still running after 13 minutes here, 2 cores shared by 4 jobs)",
     )
-    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_multimodal")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every run (after the variant's)")
+    add_output_args(p, "multimodal", "overrides for every run (before the variant's)")
     return p.parse_args(argv)
 
 
@@ -111,6 +130,9 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
         **scores,
         "steps": result.step,
         "s_per_step": t["cpu_s"] / max(result.step, 1),
+        "styles": args.styles,
+        "scenes": args.scenes,
+        "modes": MODES,
         "device": device_name(cfg.train.device),
         **t,
     }
@@ -168,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         f"K = {MODES} modes, {args.styles} style samples per held-out input, pixel accuracy threshold 0.1 (0-1 "
         f"scale), a mode matched at accuracy >= 0.75; mean ± std over seeds\n\n" + table(results, args.variants)
     )
-    (args.out / "table.md").write_text(text + "\n")
-    print(text)
+    write_table(args.out, text)
+    write_runs_csv(args.out, results, ["variant", "seed"], RUN_COLUMNS)
+    export(args.out, args.export, ["runs.csv", "table.md"])
     return 0
 
 

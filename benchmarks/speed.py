@@ -1,8 +1,14 @@
 """Training and translation throughput of unitgan, measured against this machine's convolution peak.
 
-    PYTHONPATH=src python benchmarks/speed.py                 # the README table (slow on a CPU)
-    PYTHONPATH=src python benchmarks/speed.py --quick         # tiny sizes: checks that the script works
-    PYTHONPATH=src python benchmarks/speed.py --rows unit_master:256:1 --precisions fp32 --modes eager
+    python benchmarks/speed.py                 # the performance table (slow on a CPU)
+    python benchmarks/speed.py --quick         # tiny sizes: checks that the script works
+    python benchmarks/speed.py --precisions fp32 --modes eager --rows unit_master:256:1
+    python benchmarks/speed.py --precisions fp32 --modes eager optim.fused=false --rows demo:32:4
+
+Positional ``key=value`` arguments override the config of every unitgan row, after ``optim.fused=true``
+(fused Adam, the rows' base setting); ``--rows`` takes its own per-row overrides. The table is printed as the
+rows finish and kept in ``<out>/table.md``; ``<out>/results.json`` holds the machine, the conv peaks and
+every row.
 
 Every row runs in a fresh subprocess, so its peak memory is its own. A row reports:
 
@@ -57,7 +63,11 @@ from pathlib import Path
 
 import torch
 
-from unitgan.openmp_env import set_openmp_defaults
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import add_output_args, export  # noqa: E402
+
+from unitgan.openmp_env import set_openmp_defaults  # noqa: E402
 
 ROWS = ["unit_master:256:1", "unit_paper:256:1", "small:64:8", "demo:32:4", "da_mnist2mnistm_reduced:32:32"]
 QUICK_ROWS = ["small:16:2"]
@@ -308,9 +318,6 @@ def _child(args: argparse.Namespace) -> None:
 
 
 def _spawn(spec: dict, timeout: float, env: dict[str, str]) -> dict:
-    env = dict(env)
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -372,15 +379,15 @@ def step_label(job: dict) -> str:
     return "authors' step (emulated)" if job["authors"] else " ".join(["unitgan", *job["row_set"]])
 
 
-def print_conv_bound(results: list[dict], threads: int) -> None:
+def print_conv_bound(results: list[dict], threads: int, say=print) -> None:
     """The ``--conv-bound`` table: per row, the time inside convolutions and the util it allows."""
-    print("\n| config | size | batch | step | threads | NHWC | busy | s/step | s/step in operators (profiled) "
+    say("\n| config | size | batch | step | threads | NHWC | busy | s/step | s/step in operators (profiled) "
           "| conv s/step | conv share | aten calls/step | util | conv-bound util |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "conv_s" not in r:
             continue
-        print(
+        say(
             f"| {r['config']} | {r['size']} | {r['batch']} | {step_label(r)} | {threads} "
             f"| {'yes' if r['channels_last'] else 'no'} | {r['compete']} | {r['step_s']:.4f} | {r['ops_s']:.4f} | {r['conv_s']:.4f} "
             f"| {r['conv_s'] / r['ops_s']:.0%} | {r['aten_calls']:.0f} | {r['util']:.0%} | {r['conv_bound_util']:.0%} |",
@@ -407,8 +414,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
     p.add_argument("--channels-last", choices=["auto", "on", "off", "both"], default="auto",
                    help="auto: channels_last for bf16/fp16 and on CUDA, NCHW for fp32 on a CPU")  # fmt: skip
-    p.add_argument("--set", nargs="*", default=["optim.fused=true"], metavar="KEY=VALUE",
-                   help="config overrides for the unitgan rows (default: fused Adam)")  # fmt: skip
     p.add_argument("--authors", action="store_true", help="add the emulated authors' step (fp32, eager)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per row (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
@@ -429,9 +434,10 @@ def main(argv: list[str] | None = None) -> None:
         help="CPU: also profile each row's convolutions (time inside them, and the util they bound)",
     )
     p.add_argument("--quick", action="store_true", help="tiny networks and sizes: check that the script works")
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    add_output_args(p, "speed", "config overrides of the unitgan rows (after optim.fused=true)")
     args = p.parse_args(argv)
+    args.set = ["optim.fused=true", *args.overrides]
     if args.child is not None:
         _child(args)
         return
@@ -445,15 +451,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.conv_bound and device.type != "cpu":
         p.error("--conv-bound profiles CPU operators: run it with --device cpu")
     base = {"device": str(device), "threads": args.threads, "tiny": args.quick, "conv_bound": args.conv_bound}
-    print(f"# machine: {machine_description(device)}; threads {args.threads or torch.get_num_threads()}")
-    print(f"# unitgan rows use: {' '.join(args.set) or 'the presets as they are'}; batches are random tensors")
+    lines: list[str] = []
+
+    def say(text: str = "", **kwargs) -> None:  # the screen, and table.md
+        print(text, **kwargs)
+        if kwargs.get("file") is None:
+            lines.append(text)
+
+    say(f"# machine: {machine_description(device)}; threads {args.threads or torch.get_num_threads()}")
+    say(f"# unitgan rows use: {' '.join(args.set) or 'the presets as they are'}; batches are random tensors")
 
     peaks = {}
     for prec in args.precisions:
         spec = {**base, "job": "peak", "precision": prec, "reps": args.peak_reps}
         peaks[prec] = _spawn(spec, args.timeout, child_env(args.omp_wait[0]))
         pk = peaks[prec]
-        print(f"# conv peak {prec}: " + (pk.get("error") or f"{pk['peak_gflops']:.1f} GFLOP/s "
+        say(f"# conv peak {prec}: " + (pk.get("error") or f"{pk['peak_gflops']:.1f} GFLOP/s "
               f"(NCHW {pk['peak_nchw_gflops']:.1f}, NHWC {pk['peak_nhwc_gflops']:.1f}); "
               f"{pk['peak_cpu_gflops']:.1f} GFLOP per CPU second; load {_load()}"), flush=True)  # fmt: skip
 
@@ -485,8 +498,8 @@ def main(argv: list[str] | None = None) -> None:
         f"| {'s/step':>7} | {'CPU s':>7} | {'img/s':>6} | {'transl. img/s':>13} | {'GFLOP/step':>10} | {'util':>5} | {'util CPU':>8} "
         f"| {'peak MiB':>8} | {'start MiB':>9} | {'busy':>4} | {'OMP wait':<8} | {'load avg':<14} |"
     )
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
+    say(header)
+    say("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
     results = []
     for job in jobs:
         # a row's own overrides can change the network (model.ch=8): its FLOPs are counted with them
@@ -494,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         if key not in flops:
             fl = _spawn({**base, **job, "job": "flops"}, args.timeout, dict(os.environ))
             if "error" in fl:
-                print(f"# FLOP count failed for {key}: {fl['error']}", file=sys.stderr, flush=True)
+                say(f"# FLOP count failed for {key}: {fl['error']}", file=sys.stderr, flush=True)
             flops[key] = fl.get("flop", float("nan"))
         spec = {
             **base,
@@ -517,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
             f"| {mode:<8} | {'yes' if job['channels_last'] else 'no':<4} "
         )
         if "error" in res:
-            print(lead + f"| error: {res['error']} |", flush=True)
+            say(lead + f"| error: {res['error']} |", flush=True)
             continue
         pk = peaks.get(job["precision"], {}).get("peak_gflops", float("nan"))
         util = res["flop"] / res["step_s"] / 1e9 / pk
@@ -525,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         res["util"], res["util_cpu"] = util, res["flop"] / res["cpu_s"] / 1e9 / pk_cpu
         if "conv_s" in res:  # --conv-bound: the util if everything but the convolutions took no time
             res["conv_bound_util"] = res["flop"] / res["conv_s"] / 1e9 / pk
-        print(
+        say(
             lead + f"| {res['step_s']:>7.2f} | {res['cpu_s']:>7.2f} | {res['img_s']:>6.2f} | {res['tr_img_s']:>13.2f} "
             f"| {res['flop'] / 1e9:>10.1f} | {util:>5.0%} | {res['util_cpu']:>8.0%} | {res['peak_mib']:>8.0f} | {res['start_mib']:>9.0f} "
             f"| {job['compete']:>4} | {job['omp_wait']:<8} | {load_before:<14} |"
@@ -533,11 +546,13 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     if args.conv_bound:
-        print_conv_bound(results, args.threads or torch.get_num_threads())
-    if args.json:
-        args.json.write_text(
-            json.dumps({"machine": machine_description(device), "peaks": peaks, "rows": results}, indent=2)
-        )
+        print_conv_bound(results, args.threads or torch.get_num_threads(), say)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(
+        json.dumps({"machine": machine_description(device), "peaks": peaks, "rows": results}, indent=2)
+    )
+    (args.out / "table.md").write_text("\n".join(lines) + "\n")
+    export(args.out, args.export, ["results.json", "table.md"])
 
 
 if __name__ == "__main__":

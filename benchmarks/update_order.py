@@ -6,7 +6,8 @@
 
 Both trainers are built from the same preset and seed and fed the same random batch; their steps are
 interleaved (A, B, A, B, ...) so that a busy machine slows both alike, and the median of each is reported,
-as CPU seconds (all threads of this process) and wall seconds per step:
+as CPU seconds (all threads of this process) and wall seconds per step (``<out>/results.json``,
+``<out>/table.md``):
 
     python benchmarks/update_order.py unit_master --size 256 --batch 1 --reps 3     # ~20 s/step here
     python benchmarks/update_order.py demo --reps 50
@@ -30,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import markdown_table, setup  # noqa: E402
+from common import add_output_args, export, markdown_table, save_results, setup, write_table  # noqa: E402
 
 from unitgan.config import load_config  # noqa: E402
 from unitgan.train.trainer import UNITTrainer  # noqa: E402
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=0, help="images per domain (0 = the preset's data.batch_size)")
     p.add_argument("--reps", type=int, default=5, help="timed steps per order (after one warm-up step each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to both trainers")
+    add_output_args(p, "update_order", "overrides applied to both trainers")
     return p.parse_intermixed_args(argv)
 
 
@@ -75,19 +76,35 @@ def main(argv: list[str] | None = None) -> int:
             c0, w0 = time.process_time(), time.perf_counter()
             trainers[order].train_step(*batch)
             times[order].append((time.process_time() - c0, time.perf_counter() - w0))
-    rows = []
+    rows, results = [], {}
     for order in ORDERS:
         cpu = statistics.median(t[0] for t in times[order])
         wall = statistics.median(t[1] for t in times[order])
-        rows.append(
-            [order, f"{cpu:.3f}", f"{wall:.3f}", f"{cpu / statistics.median(t[0] for t in times[ORDERS[0]]):.2f}"]
-        )
-    print(
-        f"{args.preset}, {batch[0].shape[-1]}x{batch[0].shape[-1]}, batch {batch[0].shape[0]}, "
-        f"{args.threads} thread(s), {args.reps} interleaved steps per order; load average {load:.1f} -> "
-        f"{os.getloadavg()[0]:.1f}\n"
+        ratio = cpu / statistics.median(t[0] for t in times[ORDERS[0]])
+        rows.append([order, f"{cpu:.3f}", f"{wall:.3f}", f"{ratio:.2f}"])
+        results[order] = {"cpu_s_per_step": cpu, "wall_s_per_step": wall, "cpu_vs_simultaneous": ratio}
+    size, n = batch[0].shape[-1], batch[0].shape[0]
+    load_after = os.getloadavg()[0]
+    save_results(
+        args.out / "results.json",
+        {
+            "preset": args.preset,
+            "size": size,
+            "batch": n,
+            "threads": args.threads,
+            "reps": args.reps,
+            "overrides": args.overrides,
+            "load_avg": [load, load_after],
+            "orders": results,
+        },
     )
-    print(markdown_table(["update order", "CPU s/step", "wall s/step", "CPU time vs simultaneous"], rows))
+    write_table(
+        args.out,
+        f"{args.preset}, {size}x{size}, batch {n}, {args.threads} thread(s), {args.reps} interleaved steps per "
+        f"order; load average {load:.1f} -> {load_after:.1f}\n\n"
+        + markdown_table(["update order", "CPU s/step", "wall s/step", "CPU time vs simultaneous"], rows),
+    )
+    export(args.out, args.export, ["results.json", "table.md"])
     return 0
 
 

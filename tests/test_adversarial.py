@@ -1,4 +1,4 @@
-"""Hostile and careless use (issue 16): files, checkpoints, exports, configs and HTTP requests.
+"""Hostile and careless use: files, checkpoints, exports, configs and HTTP requests.
 
 Every case must give a one-line error (``error: ...``, exit 2, no traceback) or a counted skip, and lose
 nothing that was there before. docs/hostile_input.md maps each bug of the issue to its test here.

@@ -48,6 +48,8 @@ def test_ablation_smoke(tmp_path, capsys):
     assert all(0 <= r["a2b"] <= 1 and 0 <= r["b2a"] <= 1 and r["steps"] == 2 for r in results.values())
     text = capsys.readouterr().out
     assert "[1/2] full UNIT, seed 0: A->B" in text and "| no KL |" in text
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert runs[0].startswith("variant,seed,a2b_pixel_acc,b2a_pixel_acc,") and len(runs) == 3
     # a rerun skips finished runs
     assert bench.main(["--seeds", "0", "--variants", "full UNIT", "--out", str(out), *TINY_UNIT]) == 0
     assert "0 run(s) to do" in capsys.readouterr().out
@@ -131,10 +133,13 @@ def _digits(path: Path, n: int, size: int, split: bool) -> None:
         np.savez(path, x=x, y=y)
 
 
-def test_update_order_times_both_orders(capsys):
+def test_update_order_times_both_orders(tmp_path, capsys):
     bench = _script("update_order")
-    assert bench.main(["demo", "--reps", "2", "--size", "16", *tiny_model_overrides()]) == 0
+    out = tmp_path / "order"
+    assert bench.main(["demo", "--reps", "2", "--size", "16", "--out", str(out), *tiny_model_overrides()]) == 0
     text = capsys.readouterr().out
+    assert (out / "table.md").read_text().strip() == text.strip()
+    assert set(json.loads((out / "results.json").read_text())["orders"]) == {"simultaneous", "alternating"}
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) == {"update order", "simultaneous", "alternating"}, text
     cpu = {k: float(rows[k].split("|")[2]) for k in ("simultaneous", "alternating")}
@@ -208,3 +213,42 @@ def test_speed_counts_the_flops_of_a_training_step(authors):
     one, two = speed.count_flops({**spec, "batch": 1}), speed.count_flops({**spec, "batch": 2})
     assert 0 < one < float("inf")
     assert two == pytest.approx(2 * one, rel=1e-9)
+
+
+def test_engine_speed_writes_results_and_table(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    bench = _script("engine_speed")
+    out = tmp_path / "engines"
+    args = ["--size", "16", "--batch-size", "2", "--seconds", "0.05", "--out", str(out), *tiny_model_overrides()]
+    assert bench.main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["images_per_s"]) == {"torch", "onnx"} and all(v > 0 for v in results["images_per_s"].values())
+    assert "| onnx |" in (out / "table.md").read_text() and "| torch |" in capsys.readouterr().out
+
+
+def test_serve_load_writes_results_and_table(tmp_path, capsys):
+    pytest.importorskip("fastapi")
+    bench = _script("serve_load")
+    out, export = tmp_path / "load", tmp_path / "published"
+    args = ["--requests", "4", "--concurrency", "2", "--size", "16", "--out", str(out), "--export", str(export)]
+    assert bench.main([*args, *tiny_model_overrides()]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["errors"] == [] and len(results["latencies_s"]) == 4
+    assert (export / "table.md").read_text() == (out / "table.md").read_text()
+    assert "p50 ms" in capsys.readouterr().out
+
+
+def test_checkpointing_memory_writes_results_and_table(tmp_path):
+    out = tmp_path / "ckpt"
+    args = ["--config", "demo", "--crop", "16", "--batch", "1", "--steps", "1", "--device", "cpu", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "checkpointing_memory.py"), *args, *tiny_model_overrides()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    variants = json.loads((out / "results.json").read_text())["variants"]
+    assert [v["activation_checkpointing"] for v in variants] == [False, True]
+    assert all("error" not in v and v["steps_per_s"] > 0 for v in variants), variants
+    assert "| activation checkpointing |" in (out / "table.md").read_text()

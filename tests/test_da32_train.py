@@ -282,7 +282,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, source_only, pseudo):
 
 @pytest.mark.parametrize("source_only", [False, True])
 def test_channels_last_computes_the_nchw_step(tmp_path, source_only):
-    """train.channels_last (the CPU speed-up of the DA32 presets, docs/speed.md): the networks' convolutions and
+    """train.channels_last (the CPU speed-up of the DA32 presets, docs/performance.md): the networks' convolutions and
     CoDis32x32's max pools run NHWC, with the same dropout masks from the same seed, so one step gives the NCHW
     step's losses and weights to float rounding."""
     flags = [f"da.source_only={str(source_only).lower()}", "model.ch=4", "model.dis_ch=4", "data.batch_size=3"]

@@ -1,5 +1,5 @@
 """Slow: UNIT-DA with the authors' networks on the real offline MNIST -> USPS, briefly and at reduced size,
-against the source-only baseline with the same classifier (issue 12's acceptance test)."""
+against the source-only baseline with the same classifier (the DA acceptance test)."""
 
 from __future__ import annotations
 

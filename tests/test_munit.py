@@ -155,7 +155,7 @@ def test_munit_gen_loss_matches_hand_computation():
 # The multimodal synthetic domain
 
 # sha256 of the images and ground truths of every synthetic split/domain/palette at 16 px (seed 1, 3 scenes),
-# recorded with the code of commit 57c1e1d, before modes existed: modes = 1 must not change a bit.
+# recorded with the code before modes existed: modes = 1 must not change a bit.
 SINGLE_MODE_SHA256 = "7450f6773a243dd5e7349f2b71ba06e66775f120bfbdff29aed82465c6cb886f"
 
 

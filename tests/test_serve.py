@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import struct
+import sys
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,9 @@ from unitgan.errors import UnitganError
 from unitgan.export import export_checkpoint, load_export
 from unitgan.inference import Translator
 from unitgan.serve import create_app, serve_in_thread
-from unitgan.serve.loadtest import run_load
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from loadtest import run_load  # noqa: E402  (benchmark code: benchmarks/loadtest.py)
 
 with warnings.catch_warnings():  # starlette 1.x asks for httpx2 (Python >= 3.11); httpx still works
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")

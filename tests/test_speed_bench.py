@@ -1,4 +1,4 @@
-"""benchmarks/speed.py's issue-14 rows: the UNIT-DA step is counted, and the loaded-machine and
+"""benchmarks/speed.py's small-step rows: the UNIT-DA step is counted, and the loaded-machine and
 wait-policy variants run what they say."""
 
 from __future__ import annotations
@@ -75,10 +75,11 @@ def test_a_rows_own_overrides_are_in_its_flop_count(monkeypatch, tmp_path):
         }
 
     monkeypatch.setattr(speed, "_spawn", spawn)
-    out = tmp_path / "speed.json"
+    out = tmp_path / "speed"
     rows = ["demo:16:1", "demo:16:1:model.ch=4", "demo:16:1:model.ch=4,model.dis_ch=4"]
-    speed.main(["--rows", *rows, "--precisions", "fp32", "--modes", "eager", "--device", "cpu", "--json", str(out)])
-    flops = [r["flop"] for r in json.loads(out.read_text())["rows"]]
+    speed.main(["--precisions", "fp32", "--modes", "eager", "--device", "cpu", "--out", str(out), "--rows", *rows])
+    flops = [r["flop"] for r in json.loads((out / "results.json").read_text())["rows"]]
+    assert "| demo " in (out / "table.md").read_text()
     assert flops[0] > flops[1] > flops[2] > 0
 
 

@@ -1,6 +1,6 @@
 """``model.style_prior=bank``: test-time styles drawn from the remembered style codes of real training images.
 
-Why (docs/data/munit_tuning.csv): the style codes the encoder gives real images of the multimodal domain have
+Why (docs/results/multimodal.md, "Test-time styles"): the style codes the encoder gives real images of the multimodal domain have
 a standard deviation of about 0.44 per dimension, so MUNIT's N(0, I) draws land mostly between the four
 palettes. On the same seed-0 checkpoint (7000 steps), 16 draws per held-out sketch: N(0, I) coverage 0.73 /
 nearest accuracy 0.75; a bank of real styles 0.98 / 0.87; each truth's own style 0.998 / 0.91.

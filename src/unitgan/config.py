@@ -154,16 +154,16 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: Precision = "fp32"  # autocast precision (bf16/fp16); fp16 uses a grad scaler
     channels_last: bool = (
-        False  # NHWC memory layout (GPUs; on CPUs the DA32 presets: CoDis32x32 max pools, docs/speed.md)
+        False  # NHWC memory layout (GPUs; on CPUs the DA32 presets: CoDis32x32 max pools, docs/performance.md)
     )
     compile: bool = False  # torch.compile the networks
     # what train.compile compiles: each network part on its own (modules), or each training phase as one graph
     # (phases: the E/G loss with the frozen discriminators, and the D loss; norms, pads and activations of
-    # several networks fuse across module borders; longer to compile, see docs/speed.md)
+    # several networks fuse across module borders; longer to compile, see docs/performance.md)
     compile_scope: CompileScope = "modules"
     # how model.upsample=nearest computes nearest x2 + conv 5x5 (the same numbers to float rounding): direct =
     # upsample, pad, convolve; subpixel = four 3x3 convolutions of the small map, 2.8x fewer multiply-adds; auto =
-    # subpixel from 64x64 output pixels up (1.6-2.1x faster there on a CPU; docs/speed.md), direct below
+    # subpixel from 64x64 output pixels up (1.6-2.1x faster there on a CPU; docs/performance.md), direct below
     upsample_impl: UpsampleImpl = "auto"
     deterministic: bool = False  # deterministic algorithms (bit-exact resume on GPU; slower)
     ckpt_every: int = 10_000  # write a checkpoint every N steps (and at the end)

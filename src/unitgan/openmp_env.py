@@ -4,7 +4,7 @@ Why: torch's CPU kernels run in OpenMP parallel regions. By default libgomp's id
 at the end of each region before they sleep. On a machine whose cores are taken (another job, a test suite),
 a spinning thread holds a core that the thread it waits for needs, so each of the thousands of small
 parallel regions of a 32x32 training step waits for the scheduler. Measured on the shared 2-core machine
-(docs/speed.md, "The busy machine"): the demo step with 2 threads took 5.4 s spinning vs 0.25 s with
+(docs/performance.md, levers): the demo step with 2 threads took 5.4 s spinning vs 0.25 s with
 ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep), and a second thread only pays when a core is free.
 
 This module imports nothing heavy, so the CLI can call :func:`set_openmp_defaults` before torch loads.

@@ -130,7 +130,7 @@ class NearestUpConv(nn.Conv2d):
       does not follow the phase pattern on the first row/column of phase 0 and the last of phase 1, so those four
       lines come from the direct route on thin strips.
     ``impl``: ``auto`` (the default; ``train.upsample_impl``) takes subpixel from 64x64 output pixels up, where it
-    is 1.6-2.1x faster on a CPU (docs/speed.md); small maps stay direct, where the strips cost what the phases
+    is 1.6-2.1x faster on a CPU (docs/performance.md); small maps stay direct, where the strips cost what the phases
     save. Traced exports use the direct route.
     """
 
