@@ -25,7 +25,8 @@ the same for both: the training emoji less the validation ones.
 
 Writes ``<out>/results.json`` (one entry per method and seed), ``<out>/table.md``, ``<out>/grid.png`` (rows:
 input, each method, truth, for 12 fixed emoji, both directions) and every translation as PNG under
-``<out>/translations/``. Rerunning the command skips finished runs.
+``<out>/translations/``, and ``<out>/runs.csv`` (one row per run); ``--export DIR`` copies the table, the CSV,
+the JSON and the grid to DIR. Rerunning the command skips finished runs.
 """
 
 from __future__ import annotations
@@ -41,7 +42,19 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA_DIR, REPO, cpu_timer, device_name, fmt, markdown_table, run_cached, setup  # noqa: E402
+from common import (  # noqa: E402
+    DATA_DIR,
+    add_output_args,
+    cpu_timer,
+    device_name,
+    export,
+    fmt,
+    markdown_table,
+    run_cached,
+    setup,
+    write_runs_csv,
+    write_table,
+)
 
 from unitgan.config import load_config  # noqa: E402
 from unitgan.inference import Translator  # noqa: E402
@@ -53,17 +66,19 @@ from unitgan.train.loop import train  # noqa: E402
 SKIN_TONES = {"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"}
 VAL_FRACTION = 0.1
 GRID_EMOJI = 12
-CALIBRATION_STEPS = 40  # steps of the timing run that sets a budgeted run's length (the run resumes from it)
 
 # the levers measured on the validation split; each is a set of overrides on top of the preset
+NN64 = ["model.upsample=nearest", "data.load_size=64"]  # the two levers every later variant builds on
 VARIANTS: dict[str, list[str]] = {
     "recipe": [],
     "nearest": ["model.upsample=nearest"],
     "native64": ["data.load_size=64"],
-    "nearest_native64": ["model.upsample=nearest", "data.load_size=64"],
-    "ndown1": ["model.upsample=nearest", "data.load_size=64", "model.n_down=1"],
-    "lr5e-4": ["model.upsample=nearest", "data.load_size=64", "optim.lr=0.0005"],
-    "ch16": ["model.upsample=nearest", "data.load_size=64", "model.ch=16", "model.dis_ch=16"],
+    "nn64": NN64,
+    "nn64_lr5e-4": [*NN64, "optim.lr=0.0005"],
+    "nn64_ndown1": [*NN64, "model.n_down=1"],
+    "nn64_ch16": [*NN64, "model.ch=16", "model.dis_ch=16"],
+    "nn64_diffaug": [*NN64, "loss.diffaug=color,translation,cutout"],
+    "nn64_ema": [*NN64, "train.ema=0.999"],
 }
 
 
@@ -95,14 +110,19 @@ def validation_mask(names: np.ndarray, fraction: float = VAL_FRACTION) -> np.nda
     return np.array([base_emoji(n) in held for n in names])
 
 
-def splits(pair: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """train / val / test: {'a', 'b', 'names'} each; val is cut from the training emoji."""
+def splits(pair: dict[str, np.ndarray], max_train: int = 0, max_images: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """train / val / test: {'a', 'b', 'names'} each; val is cut from the training emoji. ``max_train`` and
+    ``max_images`` (0 = all) keep the first so many training and scored emoji (for smoke tests)."""
     val = validation_mask(pair["names_train"])
-    return {
+    out = {
         "train": {"a": pair["x_train_a"][~val], "b": pair["x_train_b"][~val], "names": pair["names_train"][~val]},
         "val": {"a": pair["x_train_a"][val], "b": pair["x_train_b"][val], "names": pair["names_train"][val]},
         "test": {"a": pair["x_test_a"], "b": pair["x_test_b"], "names": pair["names_test"]},
     }
+    for split, limit in (("train", max_train), ("val", max_images), ("test", max_images)):
+        if limit:
+            out[split] = {k: v[:limit] for k, v in out[split].items()}
+    return out
 
 
 def write_folders(root: Path, data: dict[str, dict[str, np.ndarray]], split: str) -> Path:
@@ -174,14 +194,14 @@ def recipe_config(args: argparse.Namespace, variant: str, seed: int, run_dir: Pa
 
 
 def train_for_budget(args: argparse.Namespace, variant: str, seed: int, run_dir: Path, root: Path) -> dict:
-    """Train the recipe for ``args.budget_min`` CPU minutes: a timing run of CALIBRATION_STEPS, then the same
+    """Train the recipe for ``args.budget_min`` CPU minutes: a timing run of a few steps, then the same
     run resumed to the step count the measured rate allows (resume is exact, so this is one run)."""
+    calibration = args.calibration_steps
     with cpu_timer() as t0:
-        result = train(recipe_config(args, variant, seed, run_dir, root, CALIBRATION_STEPS), progress=False)
+        result = train(recipe_config(args, variant, seed, run_dir, root, calibration), progress=False)
     if result.interrupted:
         raise KeyboardInterrupt
-    per_step = t0["cpu_s"] / CALIBRATION_STEPS
-    steps = max(CALIBRATION_STEPS, int(args.budget_min * 60 / per_step))
+    steps = max(calibration, int(args.budget_min * 60 / (t0["cpu_s"] / calibration)))
     with cpu_timer() as t1:
         result = train(recipe_config(args, variant, seed, run_dir, root, steps), progress=False)
     if result.interrupted:
@@ -223,7 +243,7 @@ def score(args: argparse.Namespace, data: dict, x_ab: np.ndarray, x_ba: np.ndarr
 
 
 def run_one(method: str, variant: str, seed: int, args: argparse.Namespace) -> dict:
-    data = splits(load_pair(args.data))
+    data = splits(load_pair(args.data), args.max_train, args.max_images)
     split = data[args.split]
     root = write_folders(args.out, data, args.split)
     name = method.replace(":", "_") if method != "unitgan" else f"unitgan_{variant}"
@@ -287,7 +307,7 @@ def table(results: dict) -> str:
 
 def grid(args: argparse.Namespace, results: dict) -> Path:
     """One PNG: for each direction, rows input / each method (its first seed) / truth, 12 fixed emoji."""
-    split = splits(load_pair(args.data))[args.split]
+    split = splits(load_pair(args.data), args.max_train, args.max_images)[args.split]
     idx = np.linspace(0, len(split["names"]) - 1, GRID_EMOJI).round().astype(int)
     firsts: dict[str, dict] = {}
     for r in sorted(results.values(), key=lambda r: r["seed"]):
@@ -319,15 +339,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--preset", default="small", help="the preset the unitgan runs start from")
     p.add_argument("--budget-min", type=float, default=30.0, help="CPU minutes of training per run (one thread)")
+    p.add_argument("--calibration-steps", type=int, default=40, help="steps of the timing run that sets the length")
+    p.add_argument("--max-train", type=int, default=0, help="train on the first N training emoji (0 = all)")
+    p.add_argument("--max-images", type=int, default=0, help="score the first N emoji of the split (0 = all)")
     p.add_argument("--split", choices=["val", "test"], default="val")
     p.add_argument("--prepare", action="store_true", help="only write the PNG folders (for the peers) and exit")
     p.add_argument("--fid", action=argparse.BooleanOptionalAction, default=True, help="FID and KID (Inception)")
     p.add_argument("--inception", default="", help="local Inception file (default: the bundled one)")
     p.add_argument("--data", type=Path, default=DATA_DIR, help="folder with emoji_google.npz, emoji_twitter.npz")
-    p.add_argument("--out", type=Path, default=REPO / "runs" / "bench_emoji")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the preset for every unitgan run")
+    add_output_args(p, "emoji", "overrides of the preset for every unitgan run")
     args = p.parse_args(argv)
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
@@ -339,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup(args.threads)
     if args.prepare:
-        print(write_folders(args.out, splits(load_pair(args.data)), args.split))
+        print(write_folders(args.out, splits(load_pair(args.data), args.max_train, args.max_images), args.split))
         return 0
     items = []
     for seed in args.seeds:
@@ -367,9 +389,22 @@ def main(argv: list[str] | None = None) -> int:
         f"unitgan runs {args.budget_min:g} CPU min on one thread each (mean ± std over seeds). "
         "FID on a few hundred images is biased; KID is the fairer number.\n\n" + table(results)
     )
-    (args.out / "table.md").write_text(text + "\n")
-    print(text)
+    write_table(args.out, text)
+    flat = {
+        key: {
+            "cpu_s": r["cpu_s"],
+            "steps": r["steps"],
+            **{f"{d}_{k}": v for d in ("a2b", "b2a") for k, v in r[d].items()},
+        }
+        for key, r in results.items()
+    }
+    columns = {c: c for c in ("steps", "cpu_s")}
+    columns |= {
+        f"{d}_{k}": f"{d}_{k}" for d in ("a2b", "b2a") for k in ("l1", "pixel_accuracy", "psnr", "ssim", "kid", "fid")
+    }
+    write_runs_csv(args.out, flat, ["method", "variant", "seed"], columns)
     print(f"grid: {grid(args, results)}")
+    export(args.out, args.export, ["results.json", "table.md", "runs.csv", "grid.png"])
     return 0
 
 

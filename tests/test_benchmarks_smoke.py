@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model_overrides
+from PIL import Image
 
 from unitgan.config import load_config
 
@@ -252,3 +253,77 @@ def test_checkpointing_memory_writes_results_and_table(tmp_path):
     assert [v["activation_checkpointing"] for v in variants] == [False, True]
     assert all("error" not in v and v["steps_per_s"] > 0 for v in variants), variants
     assert "| activation checkpointing |" in (out / "table.md").read_text()
+
+
+EMOJI_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (EMOJI_DATA / "emoji_google.npz").is_file(), reason="needs ../shared/data/emoji_*.npz")
+def test_emoji_smoke_scores_match_the_saved_images(tmp_path, capsys):
+    """The emoji benchmark end to end on a tiny budget; every score it writes is recomputed here from the PNGs
+    it saved and the true counterparts in the npz files (L1, PSNR, pixel accuracy by hand, SSIM by
+    scikit-image, KID as the unbiased polynomial-kernel MMD of the same features)."""
+    from skimage.metrics import structural_similarity
+    from test_metrics import _TinyFeatures
+
+    from unitgan.metrics.fid import extract_features, load_inception
+
+    bench = _script("emoji")
+    net_path = tmp_path / "tiny_inception.pt"
+    torch.jit.script(_TinyFeatures()).save(str(net_path))
+    out = tmp_path / "emoji"
+    tiny = ["model.ch=4", "model.dis_ch=4", "model.n_res=1", "model.dis_n_layers=2", "data.batch_size=2"]
+    args = ["--methods", "identity", "untrained", "unitgan", "--split", "test", "--max-train", "16"]
+    args += ["--max-images", "10", "--budget-min", "0.001", "--calibration-steps", "2", "--inception", str(net_path)]
+    assert bench.main([*args, "--out", str(out), *tiny]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"identity/-/0", "untrained/recipe/0", "unitgan/recipe/0"}
+    assert results["unitgan/recipe/0"]["steps"] == 2  # the budget allows no more than the timing run
+
+    g, t = np.load(EMOJI_DATA / "emoji_google.npz"), np.load(EMOJI_DATA / "emoji_twitter.npz")
+    names = g["names_test"][:10]
+    truth = {"a2b": t["x_test"][:10] / 255.0, "b2a": g["x_test"][:10] / 255.0}
+    net = load_inception(str(net_path))
+
+    def features(x: np.ndarray) -> np.ndarray:  # [N, H, W, 3] in [0, 1] -> [N, D]
+        return extract_features(net, [torch.from_numpy(x).permute(0, 3, 1, 2).float() * 2 - 1]).double().numpy()
+
+    def mmd2(x: np.ndarray, y: np.ndarray) -> float:  # unbiased, kernel (x.y / d + 1)^3
+        k = lambda a, b: (a @ b.T / a.shape[1] + 1) ** 3  # noqa: E731
+        n = len(x)
+        kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+        off = ~np.eye(n, dtype=bool)
+        return kxx[off].mean() + kyy[off].mean() - 2 * kxy.mean()
+
+    for key, r in results.items():
+        for d in ("a2b", "b2a"):
+            folder = out / r["translations"] / d
+            pred = np.stack([np.asarray(Image.open(folder / n)) for n in names]) / 255.0
+            diff = pred - truth[d]
+            assert r[d]["l1"] == pytest.approx(np.abs(diff).mean(), abs=1e-6), (key, d)
+            mse = (diff**2).mean(axis=(1, 2, 3))
+            assert r[d]["psnr"] == pytest.approx(np.mean([10 * np.log10(1 / m) if m > 0 else 100 for m in mse]))
+            acc = (np.abs(diff) <= 0.1 + 1e-9).all(axis=3).mean()
+            assert r[d]["pixel_accuracy"] == pytest.approx(acc, abs=1e-6)
+            ssim = [
+                structural_similarity(
+                    truth[d][i],
+                    pred[i],
+                    channel_axis=2,
+                    data_range=1.0,
+                    gaussian_weights=True,
+                    sigma=1.5,
+                    use_sample_covariance=False,
+                )
+                for i in range(10)
+            ]
+            assert r[d]["ssim"] == pytest.approx(np.mean(ssim), abs=1e-6)
+            # with a subset as large as the set, every KID subset is the whole set: KID = the full MMD
+            assert r[d]["kid"] == pytest.approx(mmd2(features(truth[d]), features(pred)), rel=1e-4, abs=1e-9)
+    identity = results["identity/-/0"]
+    assert identity["a2b"]["l1"] == pytest.approx(identity["b2a"]["l1"])  # |A - B| both ways
+    text = capsys.readouterr().out
+    assert "| identity |" in text and "| unitgan |" in text
+    grid = Image.open(out / "grid.png")
+    assert grid.size == (150 + 12 * 64, 2 * 4 * 64)  # per direction: input, untrained, unitgan, truth
+    assert (out / "runs.csv").read_text().startswith("method,variant,seed,steps,cpu_s,a2b_l1,")
