@@ -69,16 +69,21 @@ GRID_EMOJI = 12
 
 # the levers measured on the validation split; each is a set of overrides on top of the preset
 NN64 = ["model.upsample=nearest", "data.load_size=64"]  # the two levers every later variant builds on
+# native 64x64, quarter-width networks (about 4x fewer multiply-adds per step) and a 5x higher learning rate
+FAST = ["data.load_size=64", "model.ch=16", "model.dis_ch=16", "optim.lr=0.001"]
 VARIANTS: dict[str, list[str]] = {
     "recipe": [],
     "nearest": ["model.upsample=nearest"],
     "native64": ["data.load_size=64"],
     "nn64": NN64,
-    "nn64_lr5e-4": [*NN64, "optim.lr=0.0005"],
-    "nn64_ndown1": [*NN64, "model.n_down=1"],
-    "nn64_ch16": [*NN64, "model.ch=16", "model.dis_ch=16"],
-    "nn64_diffaug": [*NN64, "loss.diffaug=color,translation,cutout"],
-    "nn64_ema": [*NN64, "train.ema=0.999"],
+    "native64_lr1e-3": ["data.load_size=64", "optim.lr=0.001"],
+    "fast": FAST,
+    "fast_kl0.01": [*FAST, "loss.kl_w=0.01", "loss.cyc_kl_w=0.01"],
+    "fast_ndown1": [*FAST, "model.n_down=1"],
+    "fast_kl0.001": [*FAST, "loss.kl_w=0.001", "loss.cyc_kl_w=0.001"],
+    "fast_kl0.01_nearest": [*FAST, "loss.kl_w=0.01", "loss.cyc_kl_w=0.01", "model.upsample=nearest"],
+    "fast_kl0.01_diffaug": [*FAST, "loss.kl_w=0.01", "loss.cyc_kl_w=0.01", "loss.diffaug=color,translation,cutout"],
+    "fast_kl0.01_ema": [*FAST, "loss.kl_w=0.01", "loss.cyc_kl_w=0.01", "train.ema=0.99"],
 }
 
 
