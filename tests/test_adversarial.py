@@ -609,3 +609,27 @@ def test_non_loopback_bind_needs_a_token_or_insecure(ckpt, capsys, monkeypatch):
     assert main(["serve", "--checkpoint", str(ckpt), "--host", "0.0.0.0", "--token", "t"]) == 0
     assert main(["serve", "--checkpoint", str(ckpt), "--host", "0.0.0.0", "--insecure"]) == 0
     assert calls == ["0.0.0.0", "0.0.0.0"]
+
+
+# -- second round: probes of a careless or malicious user ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def munit_ckpt(tmp_path_factory) -> Path:
+    """A tiny MUNIT checkpoint (A grey, B colour, style_dim 4)."""
+    from munit_support import tiny_munit_checkpoint
+
+    return tiny_munit_checkpoint(tmp_path_factory.getbasetemp())
+
+
+def test_style_image_has_the_translate_pixel_limit(munit_ckpt, tmp_path, capsys, monkeypatch):
+    import unitgan.budget
+
+    monkeypatch.setattr(unitgan.budget, "available_memory", lambda: 2 * 2**30)  # decoding 2000x2000 fits
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    ref = tmp_path / "ref.png"
+    ref.write_bytes(_png_header_only(2000, 2000))  # 4M pixels: over this model's translate limit in 2 GiB
+    base = ["translate", tmp_path / "in", "--checkpoint", munit_ckpt, "--direction", "a2b", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, [*base, "--style-image", ref], "ref.png", "2000x2000", "limit")
+    assert_cli_error(capsys, [*base, "--style-image", tmp_path / "in"], "is a folder")
+    assert not (tmp_path / "o").exists()

@@ -415,8 +415,13 @@ class BaseTranslator:
         if style_image is not None:
             dst = direction[2]
             ref = Path(style_image).expanduser()
-            if not ref.is_file():
+            if ref.is_dir():
+                raise UnitganError(f"style image '{style_image}' is a folder; give one image file of domain {dst}")
+            if not ref.exists():
                 raise UnitganError(f"style image '{style_image}' does not exist")
+            if not ref.is_file():
+                raise UnitganError(f"style image '{style_image}' is not a regular file")
+            self.check_size(str(ref), *image_size(ref), size, native, 1)  # the inputs' limit, before decoding
             x_ref = self.prepare(load_image(ref, self.channels(dst)), size, native)  # [C_dst, H, W]
             return [""], [self.style_of(x_ref.unsqueeze(0), dst)]
         codes = self.draw_styles(max(styles, 1), seed, direction[2])  # [K, style_dim]
