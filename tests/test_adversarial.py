@@ -633,3 +633,53 @@ def test_style_image_has_the_translate_pixel_limit(munit_ckpt, tmp_path, capsys,
     assert_cli_error(capsys, [*base, "--style-image", ref], "ref.png", "2000x2000", "limit")
     assert_cli_error(capsys, [*base, "--style-image", tmp_path / "in"], "is a folder")
     assert not (tmp_path / "o").exists()
+
+
+def test_two_translations_into_one_new_folder_cannot_mix(ckpt, tmp_path, monkeypatch):
+    """A second run that starts while the first is writing the same output folder is refused; the first
+    completes alone (the race made deterministic: the second starts inside the first's first write)."""
+    from unitgan.errors import UnitganError
+    from unitgan.inference import BaseTranslator, Translator
+
+    write_images(tmp_path / "in", 3, size=(12, 12))
+    out = tmp_path / "new" / "out"
+    translator = Translator.from_checkpoint(ckpt, "cpu")
+    real_write = BaseTranslator.write_batch
+    second: list[Exception] = []
+
+    def write_batch(self, *args, **kwargs):
+        if not second:
+            try:
+                Translator.from_checkpoint(ckpt, "cpu").translate_files([tmp_path / "in"], out, "b2a", 1)
+                second.append(AssertionError("the second run was not refused"))
+            except UnitganError as e:
+                second.append(e)
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseTranslator, "write_batch", write_batch)
+    written = translator.translate_files([tmp_path / "in"], out, "b2a", 1)
+    assert isinstance(second[0], UnitganError) and "being written by another" in str(second[0]), second
+    assert str(out) in str(second[0])
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written) and len(written) == 3
+
+
+def test_two_exports_into_one_new_folder_cannot_replace_each_other(ckpt, tmp_path, monkeypatch):
+    from unitgan import export
+    from unitgan.errors import UnitganError
+
+    out = tmp_path / "e"
+    real_write = export._write_export
+    calls = []
+
+    def write_export(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # a second export into the same new folder finishes while the first is writing
+            export.export_checkpoint(ckpt, out, "a2b", "safetensors")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(export, "_write_export", write_export)
+    with pytest.raises(UnitganError, match="another export") as e:
+        export.export_checkpoint(ckpt, out, "a2b", "torchscript")
+    assert str(out) in str(e.value) and "\n" not in str(e.value)
+    assert json.loads((out / "export.json").read_text())["format"] == "safetensors"  # the finished one, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no temp folders left behind

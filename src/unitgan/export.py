@@ -27,6 +27,7 @@ training scale (``training_scale``, ``scale_rule``). :func:`load_export` reads a
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import logging
 import shutil
@@ -173,7 +174,7 @@ def export_generator(
         raise UnitganError(f"export folder '{final}' cannot be created: {e.strerror or e}") from None
     try:
         _write_export(gen, cfg, out, directions, fmt, source, opset)
-        _swap_in(out, final)
+        _swap_in(out, final, overwrite)
     except OSError as e:
         raise UnitganError(f"export into '{final}' failed: {e.strerror or e} (any previous export is intact)") from None
     finally:
@@ -181,11 +182,23 @@ def export_generator(
     return final / MANIFEST
 
 
-def _swap_in(new: Path, final: Path) -> None:
+def _swap_in(new: Path, final: Path, overwrite: bool) -> None:
     """Replace ``final`` by the complete folder ``new``: the old export is renamed away, ``new`` renamed in,
-    then the old one removed; a failure at any point leaves a usable export at ``final``."""
-    if not final.exists():
-        new.rename(final)
+    then the old one removed; a failure at any point leaves a usable export at ``final``.
+
+    Without ``overwrite``, ``final`` was absent or empty when the export began: ``new`` is renamed onto it
+    in one step, which the kernel refuses if ``final`` has been filled since (another export into the same
+    folder finished first), so two exports never replace each other silently."""
+    if not overwrite or not final.exists():
+        try:
+            new.rename(final)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise UnitganError(
+                    f"export folder '{final}' was filled by another export while this one ran; "
+                    f"it keeps the other export, and this one was not written (use --overwrite to replace it)"
+                ) from None
+            raise
         return
     old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
     final.rename(old)

@@ -45,7 +45,15 @@ from unitgan.data.io import (
 from unitgan.data.transforms import resize_shorter
 from unitgan.errors import UnitganError
 from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, spread_rows
-from unitgan.runtime import atomic_write, autocast, check_precision, resolve_device
+from unitgan.runtime import (
+    atomic_write,
+    autocast,
+    check_precision,
+    folder_lock,
+    make_folder,
+    remove_if_empty,
+    resolve_device,
+)
 from unitgan.train.checkpoint import load_checkpoint, state_dict_problem
 
 log = logging.getLogger(__name__)
@@ -336,18 +344,43 @@ class BaseTranslator:
             if resolved_out in f.resolve().parents or f.resolve() in all_targets:
                 raise UnitganError(f"output folder '{out_dir}' holds input '{f}'; choose a folder outside the inputs")
         self.skipped = {"existing": 0, "bad": 0}
+        created = make_folder(out_dir, "output folder")
+        try:  # one writer per output folder: a second run into it is refused, not interleaved
+            with folder_lock(out_dir, "output folder"):
+                good = self.check_outputs(files, per_style, skip_existing, overwrite)
+                good = self.check_headers(good, size, native, batch_size, bad_images)
+                return self.write_files(
+                    good, per_style, style_codes, direction, size, native, keep_size, batch_size, bad_images
+                )
+        finally:
+            remove_if_empty(out_dir, created)  # a run refused before writing leaves no folder behind
+
+    def check_outputs(
+        self,
+        files: list[Path],
+        per_style: list[dict[Path, Path]],
+        skip_existing: bool,
+        overwrite: bool,
+    ) -> list[Path]:
+        """The inputs left to translate: with ``skip_existing``, those whose outputs are not all there (the
+        others are counted); without it or ``overwrite``, an existing output file is refused."""
         if skip_existing:
             done = {f for f in files if all(names[f].exists() for names in per_style)}
             self.skipped["existing"] = len(done)
-            files = [f for f in files if f not in done]
-        elif not overwrite:
-            existing = [t for t in all_targets if t.exists()]
+            return [f for f in files if f not in done]
+        if not overwrite:
+            existing = [t for names in per_style for f in files if (t := names[f]).exists()]
             if existing:
                 raise UnitganError(
                     f"output file '{existing[0]}' exists (use --overwrite to replace, or --skip-existing to keep)"
                 )
+        return files
+
+    def check_headers(self, files: list[Path], size: int, native: bool, batch_size: int, bad_images: str) -> list[Path]:
+        """The inputs whose headers pass :meth:`check_size` (headers only: a bad file stops the run, or is
+        skipped and counted with ``bad_images='skip'``, before anything is written)."""
         good = []
-        for path in files:  # headers only: a bad file stops the run before anything is written
+        for path in files:
             try:
                 self.check_size(str(path), *image_size(path), size, native, batch_size)
                 good.append(path)
@@ -356,10 +389,21 @@ class BaseTranslator:
                     raise
                 log.warning("skipping %s", e)
                 self.skipped["bad"] += 1
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UnitganError(f"output folder '{out_dir}' cannot be created: {e.strerror or e}") from None
+        return good
+
+    def write_files(
+        self,
+        files: list[Path],
+        per_style: list[dict[Path, Path]],
+        style_codes: list[torch.Tensor | None],
+        direction: str,
+        size: int,
+        native: bool,
+        keep_size: bool,
+        batch_size: int,
+        bad_images: str = "error",
+    ) -> list[Path]:
+        """Decode, translate and write ``files``, at most ``batch_size`` images held at a time."""
         src = direction[0]
         groups: dict[tuple[int, ...], list[tuple[Path, torch.Tensor, tuple[int, int]]]] = defaultdict(list)
         held = 0  # images decoded and not yet written, over all sizes
@@ -371,7 +415,7 @@ class BaseTranslator:
                     written.extend(self.write_batch(batch, names, direction, keep_size, style))
             groups.clear()
 
-        for path in good:
+        for path in files:
             try:
                 img = load_image(path, self.channels(src))
             except UnitganError as e:
