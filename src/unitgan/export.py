@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import io
 import json
 import logging
 import shutil
@@ -474,7 +475,9 @@ def _write_torchscript(module: nn.Module, path: Path, example: tuple[torch.Tenso
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants
         scripted = torch.jit.script(module) if example is None else torch.jit.trace(module, example)
-    scripted.save(str(path))
+    buffer = io.BytesIO()  # saved to memory, then written by Python: torch's own file writer aborts the
+    torch.jit.save(scripted, buffer)  # process when the disk is full (c10::Error thrown in a destructor)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def _write_safetensors(

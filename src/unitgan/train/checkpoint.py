@@ -13,7 +13,7 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -41,7 +41,13 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
     def write(f) -> None:
         _test_pause("UNITGAN_TEST_SAVE_PAUSE")
-        torch.save(obj, f)
+        writer = ErrorRecordingWriter(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:  # torch's zip writer reports a failed write as "unexpected pos"
+                raise writer.error from None
+            raise
         _test_pause("UNITGAN_TEST_SAVE_PAUSE")
 
     try:
@@ -51,6 +57,26 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise UnitganError(
             f"could not write checkpoint '{path}': {e.strerror or e} (the previous checkpoint is intact)"
         ) from None
+
+
+class ErrorRecordingWriter:
+    """A binary file's ``write`` and ``flush`` that remember the first ``OSError`` (a full disk): torch's zip
+    writer turns it into ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``, which says
+    nothing about the disk; the caller raises the recorded error instead."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _test_pause(var: str) -> None:
