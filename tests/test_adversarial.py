@@ -683,3 +683,88 @@ def test_two_exports_into_one_new_folder_cannot_replace_each_other(ckpt, tmp_pat
     assert str(out) in str(e.value) and "\n" not in str(e.value)
     assert json.loads((out / "export.json").read_text())["format"] == "safetensors"  # the finished one, intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no temp folders left behind
+
+
+@pytest.fixture(scope="module")
+def bank_ckpt(tmp_path_factory) -> Path:
+    """A tiny MUNIT checkpoint with model.style_prior=bank (6 rows per domain, all filled)."""
+    from munit_support import munit_config
+
+    from unitgan.models import build_generator
+
+    cfg = munit_config("model.style_prior=bank", "model.style_bank=6")
+    torch.manual_seed(0)
+    gen = build_generator(cfg.model)
+    for d in ("a", "b"):
+        gen.remember_styles(torch.randn(6, 4), d)
+    path = tmp_path_factory.mktemp("bank") / "bank.pt"
+    torch.save({"gen": gen.state_dict(), "config": cfg.to_dict(), "step": 1}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bank_export(bank_ckpt, tmp_path_factory) -> Path:
+    from unitgan.export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("bank_export") / "e"
+    export_checkpoint(bank_ckpt, out, "a2b", "safetensors")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda m: m["style_banks"].update(b=[[float("nan")] * 4] * 6), "style_banks.b"),
+        (lambda m: m["style_banks"].update(b=[[1e30] * 4] * 6), "style_banks.b"),
+        (lambda m: m.update(style_banks=[]), "style_banks"),
+        (lambda m: m.update(style_banks="x"), "style_banks"),
+        (lambda m: m["style_banks"].update(b=[[1.0, 2.0, 3.0]] * 6), "style_banks.b"),
+        (lambda m: m["style_banks"].update(b=[[0.5] * 4] * 7), "style_banks.b"),
+        (lambda m: m["style_banks"].update(b=[]), "style_banks.b"),
+        (lambda m: m["style_banks"].update(c=[[0.5] * 4]), "style_banks"),
+        (lambda m: m.update(style_dim=0), "style_dim"),
+        (lambda m: m.update(style_dim=10**9), "style_dim"),
+        (lambda m: m.update(style_dim="4"), "style_dim"),
+        (lambda m: m.update(style_encoders=[]), "style_encoders"),
+        (lambda m: m.update(training_scale=10**12), "training_scale"),
+    ],
+)
+def test_tampered_munit_export_json_is_one_line_naming_the_field(bank_export, tmp_path, capsys, edit, fragment):
+    copy = tmp_path / "e"
+    shutil.copytree(bank_export, copy)
+    manifest = json.loads((copy / "export.json").read_text())
+    edit(manifest)
+    (copy / "export.json").write_text(json.dumps(manifest))
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    args = ["translate", tmp_path / "in", "--checkpoint", copy, "--direction", "a2b", "--output", tmp_path / "o"]
+    line = assert_cli_error(capsys, args, fragment, "export.json")
+    assert not (tmp_path / "o").exists(), line
+
+
+def test_an_oversized_export_json_is_refused_before_parsing(bank_export, tmp_path, capsys, monkeypatch):
+    from unitgan import export
+
+    copy = tmp_path / "e"
+    shutil.copytree(bank_export, copy)
+    monkeypatch.setattr(export, "MAX_MANIFEST_BYTES", 1000)
+    monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("parsed"))
+    assert_cli_error(capsys, ["serve", "--export", copy, "--port", "1"], "export.json", "1000 bytes")
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda g: g["style_bank_count"].fill_(-5), "style_bank_count"),
+        (lambda g: g["style_bank_count"].fill_(7), "style_bank_count"),
+        (lambda g: g["style_bank_b"].fill_(1e30), "style_bank_b"),
+    ],
+)
+def test_tampered_munit_checkpoint_bank_is_refused(bank_ckpt, tmp_path, capsys, edit, fragment):
+    state = torch.load(bank_ckpt, weights_only=True)
+    edit(state["gen"])
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    args = ["translate", tmp_path / "in", "--checkpoint", bad, "--direction", "a2b", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, args, "bad.pt", fragment)
+    assert not (tmp_path / "o").exists()

@@ -54,7 +54,7 @@ from unitgan.inference import (
     load_generator,
     training_scale,
 )
-from unitgan.models import MUNITGenerator, UNITGenerator, build_generator
+from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, style_bank_problem
 from unitgan.runtime import atomic_write, atomic_write_text, resolve_device
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ ONNX_OPSET = 17
 PARITY_TOL = 1e-4  # max abs difference allowed between an exported model and PyTorch (fp32)
 SAFETENSORS_FILE = "generator.safetensors"
 CONFIG_FILE = "config.json"
+MAX_MANIFEST_BYTES = 64 * 2**20  # a manifest is a few KB; a bank of 65536 x 1024 codes would not fit in it
 
 
 def resolve_directions(direction: str) -> tuple[str, ...]:
@@ -624,6 +625,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise UnitganError(f"'{folder}' is not a unitgan export folder (no {MANIFEST})")
     try:
+        size = file.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise UnitganError(f"'{file}' is {size} bytes, more than the {MAX_MANIFEST_BYTES} bytes a manifest may be")
         manifest = json.loads(file.read_text())
     except (OSError, ValueError, RecursionError) as e:
         reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0]
@@ -668,6 +672,9 @@ def validate_manifest(manifest: Any, file: Path) -> None:
     scale = manifest.get("training_scale", 0)
     if not is_int(scale) or scale < 0:
         raise bad("training_scale", f"must be an integer >= 0, got {str(scale)[:40]!r}")
+    if "training_scale" in manifest and scale != training_scale(cfg):
+        raise bad("training_scale", f"is {scale}, but the config's data.load_size gives {training_scale(cfg)}")
+    _validate_munit_fields(manifest, cfg, bad)
     channels = {"a": cfg.model.input_nc_a, "b": cfg.model.input_nc_b}
     if "channels" in manifest and manifest["channels"] != channels:
         raise bad("channels", f"must be {channels} (the config's), got {str(manifest['channels'])[:60]}")
@@ -687,6 +694,46 @@ def validate_manifest(manifest: Any, file: Path) -> None:
         for key in ("input", "output"):
             if key in entry and not isinstance(entry[key], str):
                 raise bad(f"directions.{d}.{key}", "must be a tensor name (a string)")
+
+
+def _validate_munit_fields(manifest: dict[str, Any], cfg: Config, bad: Any) -> None:
+    """:func:`validate_manifest` for ``style_dim``, ``style_banks`` and ``style_encoders``: the config's style
+    length (0 for UNIT), and banks that could be remembered styles (:func:`style_bank_problem`)."""
+    m = cfg.model
+    want = m.style_dim if m.arch == "munit" else 0
+    style_dim = manifest.get("style_dim", 0)
+    if not isinstance(style_dim, int) or isinstance(style_dim, bool) or style_dim != want:
+        raise bad(
+            "style_dim",
+            f"must be {want} (the config's model.style_dim for model.arch={m.arch}), got {str(style_dim)[:40]!r}",
+        )
+    banks = manifest.get("style_banks")
+    if banks is not None:
+        if m.arch != "munit" or m.style_prior != "bank":
+            raise bad("style_banks", "is present, but the config's model.style_prior is not bank")
+        if not isinstance(banks, dict) or not banks or not set(banks) <= {"a", "b"}:
+            raise bad("style_banks", "must map domains a and/or b to lists of style codes")
+        for d, rows in banks.items():
+            ok = isinstance(rows, list) and len(rows) <= m.style_bank
+            ok = ok and all(
+                isinstance(r, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+                for r in rows
+            )
+            if not ok:
+                raise bad(f"style_banks.{d}", f"must be a list of at most {m.style_bank} rows of {want} numbers")
+            widths = sorted({len(r) for r in rows} - {want})
+            if widths:
+                raise bad(f"style_banks.{d}", f"must be rows of {want} numbers (style_dim), got a row of {widths[0]}")
+            bank = torch.tensor(rows, dtype=torch.float32).view(len(rows), want)  # [M, style_dim]
+            problem = style_bank_problem(bank, want, m.style_bank)
+            if problem:
+                raise bad(f"style_banks.{d}", problem)
+    encoders = manifest.get("style_encoders", {})
+    if not isinstance(encoders, dict) or not set(encoders) <= {"a", "b"}:
+        raise bad("style_encoders", "must map domains a and/or b to their files")
+    for d, entry in encoders.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
+            raise bad(f"style_encoders.{d}", "must be a mapping with a 'file' name")
 
 
 def load_export(path: str | Path, device: str = "cpu", threads: int = 0) -> ExportedTranslator:

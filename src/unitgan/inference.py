@@ -87,6 +87,8 @@ def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Co
     if problem:
         raise UnitganError(f"checkpoint '{path}' does not match its config: {problem}")
     gen.load_state_dict(state[key])
+    if isinstance(gen, MUNITGenerator) and (problem := gen.bank_problem()):
+        raise UnitganError(f"checkpoint '{path}' is refused: {problem}")
     return gen, cfg, state
 
 
