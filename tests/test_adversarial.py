@@ -768,3 +768,28 @@ def test_tampered_munit_checkpoint_bank_is_refused(bank_ckpt, tmp_path, capsys, 
     args = ["translate", tmp_path / "in", "--checkpoint", bad, "--direction", "a2b", "--output", tmp_path / "o"]
     assert_cli_error(capsys, args, "bad.pt", fragment)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda w, k: w[k].fill_(float("nan")), "NaN"),
+        (lambda w, k: w.update({k: w[k][:1].clone()}), "has shape"),
+    ],
+)
+def test_tampered_safetensors_export_gets_the_checkpoint_rules(ckpt, tmp_path, capsys, edit, fragment):
+    from safetensors.torch import load_file, save_file
+
+    from unitgan.export import export_checkpoint
+
+    out = tmp_path / "e"
+    export_checkpoint(ckpt, out, "a2b", "safetensors")
+    weights = load_file(str(out / "generator.safetensors"))
+    key = next(k for k in sorted(weights) if k.startswith("dec_b.") and k.endswith("weight"))
+    edit(weights, key)
+    save_file(weights, str(out / "generator.safetensors"))
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    args = ["translate", tmp_path / "in", "--checkpoint", out, "--direction", "a2b", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, args, "generator.safetensors", key, fragment)
+    assert_cli_error(capsys, ["serve", "--export", out, "--port", "1"], "generator.safetensors", key, fragment)
+    assert not (tmp_path / "o").exists()

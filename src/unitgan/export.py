@@ -56,6 +56,7 @@ from unitgan.inference import (
 )
 from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, style_bank_problem
 from unitgan.runtime import atomic_write, atomic_write_text, resolve_device
+from unitgan.train.checkpoint import state_dict_problem
 
 log = logging.getLogger(__name__)
 
@@ -588,11 +589,11 @@ def _load_safetensors_generator(
         raise UnitganError(f"weights '{path}' cannot be loaded: {e}") from None
     gen = build_generator(cfg.model)
     prefixes = _weight_prefixes(directions, isinstance(gen, MUNITGenerator))
-    needed = {k for k in gen.state_dict() if k.startswith(prefixes)}
-    missing, unexpected = sorted(needed - weights.keys()), sorted(weights.keys() - needed)
-    if missing or unexpected:
-        what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise UnitganError(f"weights '{path}' do not match the config in the export ({what})")
+    problem = state_dict_problem(gen, weights, prefixes)  # the checkpoint rules: keys, shapes, finite values
+    if problem and "NaN" in problem:
+        raise UnitganError(f"weights '{path}' are refused: {problem} (they would translate to blank images)")
+    if problem:
+        raise UnitganError(f"weights '{path}' do not match the config in the export: {problem}")
     gen.load_state_dict(weights, strict=False)
     return gen.to(device).eval()
 

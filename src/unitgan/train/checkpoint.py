@@ -139,12 +139,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def state_dict_problem(module: torch.nn.Module, weights: dict[str, Any]) -> str | None:
+def state_dict_problem(module: torch.nn.Module, weights: dict[str, Any], prefixes: tuple[str, ...] = ()) -> str | None:
     """Why ``weights`` cannot load into ``module``: the first missing, unexpected or mis-shaped key (with both
-    shapes), or the first tensor holding NaN or infinity; None when they load."""
+    shapes), or the first tensor holding NaN or infinity; None when they load. ``prefixes``: only the module's
+    keys starting with one of them are expected (the parts of a generator that an export holds)."""
     if not isinstance(weights, dict):
         return "the weights are not a state dict"
-    own = module.state_dict()
+    own = {k: v for k, v in module.state_dict().items() if not prefixes or k.startswith(prefixes)}
     for key, ref in own.items():
         if key not in weights:
             return f"missing key '{key}' (shape {tuple(ref.shape)})"
