@@ -793,3 +793,19 @@ def test_tampered_safetensors_export_gets_the_checkpoint_rules(ckpt, tmp_path, c
     assert_cli_error(capsys, args, "generator.safetensors", key, fragment)
     assert_cli_error(capsys, ["serve", "--export", out, "--port", "1"], "generator.safetensors", key, fragment)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("data.synthetic_train=0", "must be >= 1"),
+        ("data.synthetic_train=1000000000000", "must be <="),
+        ("data.synthetic_test=0", "must be >= 1"),
+        ("data.synthetic_test=1000000000000", "must be <="),
+    ],
+)
+def test_synthetic_sizes_are_checked_like_any_key(tmp_path, capsys, override, fragment):
+    key = override.split("=")[0]
+    args = ["train", "demo", "--no-progress", *tiny_overrides(tmp_path / "run"), override]
+    assert_cli_error(capsys, args, f"'{key}'", fragment)
+    assert not (tmp_path / "run").exists()  # no config.yaml, no run folder left behind

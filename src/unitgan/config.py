@@ -280,6 +280,8 @@ class Config:
             ("model.dis_kernel", m.dis_kernel),
             ("data.crop_size", d.crop_size),
             ("data.batch_size", d.batch_size),
+            ("data.synthetic_train", d.synthetic_train),
+            ("data.synthetic_test", d.synthetic_test),
             ("train.steps", self.train.steps),
             ("train.ckpt_every", self.train.ckpt_every),
             ("train.keep_last", self.train.keep_last),
@@ -424,6 +426,8 @@ _MAX = {
     "data.load_size": 16384,
     "data.batch_size": 65536,
     "data.num_workers": 512,
+    "data.synthetic_train": 10_000_000,  # scenes are drawn on the fly, but the sampler holds their indices
+    "data.synthetic_test": 1_000_000,
     "train.threads": 4096,
     "train.image_rows": 64,
 }
