@@ -809,3 +809,14 @@ def test_synthetic_sizes_are_checked_like_any_key(tmp_path, capsys, override, fr
     args = ["train", "demo", "--no-progress", *tiny_overrides(tmp_path / "run"), override]
     assert_cli_error(capsys, args, f"'{key}'", fragment)
     assert not (tmp_path / "run").exists()  # no config.yaml, no run folder left behind
+
+
+def test_rerun_at_equal_steps_with_other_settings_changes_nothing(tmp_path, caplog):
+    train(tiny_config(tmp_path, **{"train.steps": 2}), progress=False)
+    saved = (tmp_path / "config.yaml").read_text()
+    caplog.set_level("INFO")
+    result = train(tiny_config(tmp_path, **{"train.steps": 2, "data.batch_size": 4, "optim.lr": 0.5}), progress=False)
+    assert result.step == 2 and result.checkpoint == list_checkpoints(tmp_path)[-1]
+    assert "resuming with changed settings" not in caplog.text
+    assert "data.batch_size, optim.lr" in caplog.text and "not applied" in caplog.text
+    assert (tmp_path / "config.yaml").read_text() == saved  # still the settings the checkpoint was trained with
