@@ -820,3 +820,24 @@ def test_rerun_at_equal_steps_with_other_settings_changes_nothing(tmp_path, capl
     assert "resuming with changed settings" not in caplog.text
     assert "data.batch_size, optim.lr" in caplog.text and "not applied" in caplog.text
     assert (tmp_path / "config.yaml").read_text() == saved  # still the settings the checkpoint was trained with
+
+
+def test_the_fallback_to_an_older_checkpoint_says_why(tmp_path, capsys, caplog):
+    from unitgan.cli import main
+
+    run = tmp_path / "run"
+    train(tiny_config(run, **{"train.steps": 4, "train.ckpt_every": 2}), progress=False)
+    newest = list_checkpoints(run)[-1]
+    newest.unlink()
+    newest.mkdir()  # a folder where the newest checkpoint belongs
+    write_images(tmp_path / "in", 1, size=(12, 12))
+    caplog.set_level("WARNING")
+    args = ["translate", str(tmp_path / "in"), "--checkpoint", str(run), "--direction", "b2a", "--output"]
+    assert main([*args, str(tmp_path / "o")]) == 0, capsys.readouterr()
+    using = [r.getMessage() for r in caplog.records if "the newest checkpoint that loads" in r.getMessage()]
+    assert len(using) == 1 and "ckpt_000000002.pt" in using[0], caplog.text
+    assert f"'{newest}' is a folder, not a checkpoint file" in using[0]
+    caplog.clear()
+    train(tiny_config(run, **{"train.steps": 6, "train.ckpt_every": 3}), progress=False)  # no save at 4
+    resumed = [r.getMessage() for r in caplog.records if "the newest checkpoint that loads" in r.getMessage()]
+    assert len(resumed) == 1 and f"'{newest}' is a folder" in resumed[0], caplog.text

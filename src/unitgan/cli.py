@@ -171,18 +171,24 @@ def resolve_checkpoint(path: str) -> Path:
         found = list_checkpoints(p.parent if p.name == "checkpoints" else p)
         if not found:
             raise UnitganError(f"run folder '{p}' holds no checkpoints")
+        skipped: list[str] = []
         for ckpt in reversed(found):  # a damaged newest file falls back to the previous one, as training does
             try:
                 load_checkpoint(ckpt)
             except UnitganError as e:
                 logging.getLogger("unitgan").warning("%s; trying an older one", e)
+                skipped.append(str(e))
                 continue
-            if ckpt != found[-1]:
-                logging.getLogger("unitgan").warning("using %s, the newest checkpoint that loads", ckpt)
+            if skipped:
+                logging.getLogger("unitgan").warning(
+                    "using %s, the newest checkpoint that loads; skipped: %s", ckpt, "; ".join(skipped)
+                )
             return ckpt
         raise UnitganError(f"run folder '{p}' holds no checkpoint that loads ({len(found)} damaged)")
     if not p.exists():
         raise UnitganError(f"checkpoint '{p}' does not exist")
+    if not p.is_file():
+        raise UnitganError(f"checkpoint '{p}' is not a regular file (a device, pipe or socket)")
     return p
 
 

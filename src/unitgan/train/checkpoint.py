@@ -115,8 +115,12 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, keep_last: int) 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load one checkpoint safely (no code execution); raise UnitganError naming the file on failure."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise UnitganError(f"checkpoint '{path}' is a folder, not a checkpoint file")
+    if not path.exists():
         raise UnitganError(f"checkpoint '{path}' does not exist")
+    if not path.is_file():
+        raise UnitganError(f"checkpoint '{path}' is not a regular file (a device, pipe or socket)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": the verdict below is what matters
@@ -169,13 +173,18 @@ def _first_line(e: BaseException) -> str:
 
 
 def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The newest checkpoint that loads; damaged newer files are reported and passed over."""
+    """The newest checkpoint that loads; damaged newer files are reported and passed over, and the one used
+    says which were skipped and why."""
+    skipped: list[str] = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
             state = load_checkpoint(path, map_location)
         except UnitganError as e:
             log.warning("%s; trying an older one", e)
+            skipped.append(str(e))
             continue
+        if skipped:
+            log.warning("resuming from %s, the newest checkpoint that loads; skipped: %s", path, "; ".join(skipped))
         state["_path"] = str(path)
         return state
     return None
