@@ -841,3 +841,17 @@ def test_the_fallback_to_an_older_checkpoint_says_why(tmp_path, capsys, caplog):
     train(tiny_config(run, **{"train.steps": 6, "train.ckpt_every": 3}), progress=False)  # no save at 4
     resumed = [r.getMessage() for r in caplog.records if "the newest checkpoint that loads" in r.getMessage()]
     assert len(resumed) == 1 and f"'{newest}' is a folder" in resumed[0], caplog.text
+
+
+def test_translate_gives_freed_memory_back_whenever_the_image_sizes_change(ckpt, tmp_path, monkeypatch):
+    """Buffers of many distinct sizes fragmented the heap (RSS grew with the number of sizes): freed memory is
+    returned to the OS (glibc malloc_trim) after each batch whose sizes differ from the previous batch's."""
+    import unitgan.inference
+    from unitgan.inference import Translator
+
+    calls: list[int] = []
+    monkeypatch.setattr(unitgan.inference, "release_free_memory", lambda: calls.append(1))
+    for i, size in enumerate([(12, 12), (12, 12), (16, 12), (16, 12), (20, 12)]):
+        write_images(tmp_path / "in", 1, size=size, seed=i)[0].rename(tmp_path / "in" / f"x{i}.png")
+    Translator.from_checkpoint(ckpt, "cpu").translate_files([tmp_path / "in"], tmp_path / "o", "b2a", 1, native=True)
+    assert len(calls) == 3  # 12x12, 16x12, 20x12: once per new size, not per batch

@@ -51,6 +51,7 @@ from unitgan.runtime import (
     check_precision,
     folder_lock,
     make_folder,
+    release_free_memory,
     remove_if_empty,
     resolve_device,
 )
@@ -411,10 +412,16 @@ class BaseTranslator:
         held = 0  # images decoded and not yet written, over all sizes
         written: list[Path] = []
 
+        last_sizes: set[tuple[int, ...]] = set()  # the image sizes of the previous flush
+
         def flush() -> None:
+            nonlocal last_sizes
             for batch in groups.values():
                 for names, style in zip(per_style, style_codes, strict=True):
                     written.extend(self.write_batch(batch, names, direction, keep_size, style))
+            if groups and set(groups) != last_sizes:  # new sizes: the buffers of the old ones go back to the OS
+                release_free_memory()  # (left in the heap, buffers of many sizes fragment it)
+            last_sizes = set(groups)
             groups.clear()
 
         for path in files:
