@@ -855,3 +855,28 @@ def test_translate_gives_freed_memory_back_whenever_the_image_sizes_change(ckpt,
         write_images(tmp_path / "in", 1, size=size, seed=i)[0].rename(tmp_path / "in" / f"x{i}.png")
     Translator.from_checkpoint(ckpt, "cpu").translate_files([tmp_path / "in"], tmp_path / "o", "b2a", 1, native=True)
     assert len(calls) == 3  # 12x12, 16x12, 20x12: once per new size, not per batch
+
+
+def test_evaluate_refuses_options_that_do_not_apply_and_says_what_it_resizes(
+    ckpt, image_root, tmp_path, capsys, caplog
+):
+    from conftest import folder_overrides
+
+    from unitgan.cli import main
+
+    base = ["evaluate", "--checkpoint", ckpt, "--no-fid", "--out", tmp_path / "e.json"]
+    assert_cli_error(capsys, [*base, "--data-root", image_root], "--data-root", "data.source=synthetic")
+    assert_cli_error(capsys, [*base, "--gt-a2b", image_root / "testB"], "--gt-a2b", "data.source=synthetic")
+    evil = tmp_path / "evil.png"
+    evil.write_bytes(_png_header_only(8, 8))
+    line = assert_cli_error(capsys, [*base[:3], "--fid", "--inception", evil], "evil.png")
+    assert len(line) < 400, line
+    assert not (tmp_path / "e.json").exists()
+
+    run = tmp_path / "run"
+    assert main(["train", "demo", "--no-progress", *folder_overrides(image_root, run)]) == 0
+    gt = tmp_path / "gt"
+    write_images(gt, 3, size=(7, 5), mode="RGB")  # testA is 24x18: the ground truth is far smaller
+    caplog.set_level("WARNING")
+    assert main(["evaluate", "--checkpoint", str(run), "--no-fid", "--gt-a2b", str(gt)]) == 0, capsys.readouterr()
+    assert "7x5" in caplog.text and "resized" in caplog.text, caplog.text
