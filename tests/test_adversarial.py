@@ -880,3 +880,41 @@ def test_evaluate_refuses_options_that_do_not_apply_and_says_what_it_resizes(
     caplog.set_level("WARNING")
     assert main(["evaluate", "--checkpoint", str(run), "--no-fid", "--gt-a2b", str(gt)]) == 0, capsys.readouterr()
     assert "7x5" in caplog.text and "resized" in caplog.text, caplog.text
+
+
+def test_serve_start_refuses_what_could_never_work(ckpt, capsys, monkeypatch):
+    """A loopback address other than 127.0.0.1 answers its own Host name; tokens that cannot survive a URL,
+    a header and a cookie unchanged, and a --max-pixels beyond memory, are refused at start; --port 0 prints
+    the port chosen."""
+    from fastapi.testclient import TestClient
+
+    import unitgan.serve
+    from unitgan.cli import main
+
+    apps = []
+    monkeypatch.setattr(unitgan.serve, "run", lambda app, host, port: apps.append((app, port)))
+    monkeypatch.delenv("UNITGAN_TOKEN", raising=False)
+    base = ["serve", "--checkpoint", str(ckpt)]
+    assert main([*base, "--host", "127.0.0.2", "--port", "7861"]) == 0
+    capsys.readouterr()
+    with TestClient(apps[-1][0], base_url="http://127.0.0.2:7861") as c:
+        assert c.get("/info").status_code == 200
+    for token in ("a b+c%", "pässwört", "x\ty"):
+        assert_cli_error(capsys, [*base, "--token", token], "--token", "letters, digits")
+    assert_cli_error(capsys, [*base, "--max-pixels", "1000000000000"], "--max-pixels", "1000000000000", "memory")
+    assert main([*base, "--port", "0"]) == 0
+    port = apps[-1][1]
+    assert port > 0 and f"serving on http://127.0.0.1:{port}/" in capsys.readouterr().out
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_the_query_token_url_decoded(ckpt):
+    from fastapi.testclient import TestClient
+
+    from unitgan.inference import Translator
+    from unitgan.serve import create_app
+
+    with TestClient(create_app(Translator.from_checkpoint(ckpt, "cpu"), token="a-b.c~d_e")) as c:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            assert c.get("/info", headers={"Authorization": f"{scheme} a-b.c~d_e"}).status_code == 200
+        assert c.get("/info", headers={"Authorization": "Basic a-b.c~d_e"}).status_code == 401
+        assert c.get("/?token=a%2Db.c~d_e").status_code == 200  # a browser may percent-encode the token

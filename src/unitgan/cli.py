@@ -331,17 +331,24 @@ def _add_serve(sub) -> None:
 def cmd_serve(args) -> int:
     from unitgan.export import load_export
     from unitgan.inference import Translator
-    from unitgan.serve import create_app, is_loopback, run
+    from unitgan.serve import create_app, free_port, is_loopback, run, token_problem
     from unitgan.serve.app import LOOPBACK_NAMES
 
     if args.max_bytes < 1 or args.max_pixels < 0:
         raise UnitganError("--max-bytes must be >= 1 and --max-pixels >= 0")
     if not 0 <= args.port <= 65535:
         raise UnitganError(f"--port must be in 0..65535, got {args.port}")
+    if args.token and (problem := token_problem(args.token)):
+        raise UnitganError(f"--token (or $UNITGAN_TOKEN) {problem}")
     if args.checkpoint:
         translator = Translator.from_checkpoint(resolve_checkpoint(args.checkpoint), args.device)
     else:
         translator = load_export(args.export, device=args.device)
+    if args.max_pixels > (limit := translator.pixel_budget(1)):
+        raise UnitganError(
+            f"--max-pixels {args.max_pixels} is more than this model can translate in the memory available "
+            f"({limit} pixels); give at most that, or 0 for it"
+        )
     loopback = is_loopback(args.host)
     if not loopback and not args.token and not args.insecure:
         raise UnitganError(
@@ -353,13 +360,14 @@ def cmd_serve(args) -> int:
         max_bytes=args.max_bytes,
         max_pixels=args.max_pixels,
         native=args.native,
-        allowed_hosts=LOOPBACK_NAMES if loopback else None,
+        allowed_hosts=(*LOOPBACK_NAMES, args.host.strip("[]").lower()) if loopback else None,
         token=args.token or None,
     )
     if not loopback and not args.token:
         print(f"warning: serving on {args.host}: anyone who can reach it can use the model (no authentication)")
-    print(f"serving on http://{args.host}:{args.port}/ (API schema at /openapi.json); Ctrl-C stops")
-    run(app, args.host, args.port)
+    port = args.port or free_port(args.host)  # --port 0: the port chosen is the one printed
+    print(f"serving on http://{args.host}:{port}/ (API schema at /openapi.json); Ctrl-C stops")
+    run(app, args.host, port)
     return 0
 
 
