@@ -918,3 +918,40 @@ def test_the_bearer_scheme_is_case_insensitive_and_the_query_token_url_decoded(c
             assert c.get("/info", headers={"Authorization": f"{scheme} a-b.c~d_e"}).status_code == 200
         assert c.get("/info", headers={"Authorization": "Basic a-b.c~d_e"}).status_code == 401
         assert c.get("/?token=a%2Db.c~d_e").status_code == 200  # a browser may percent-encode the token
+
+
+def test_styles_are_capped_at_what_the_model_can_give(bank_ckpt, munit_ckpt, tmp_path, capsys):
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    base = ["translate", tmp_path / "in", "--direction", "a2b", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, [*base, "--checkpoint", bank_ckpt, "--styles", "7"], "--styles", "6 distinct styles")
+    assert_cli_error(capsys, [*base, "--checkpoint", munit_ckpt, "--styles", "1001"], "--styles", "1000")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model.style_prior=bank", "model.style_prior"),
+        ("train.steps=0x4", "train.steps"),
+        ("train.steps=010", "train.steps"),  # YAML 1.1 reads a leading 0 as octal: 8 steps
+        ("train.steps=0b100", "train.steps"),
+        ("train.steps=1:10", "train.steps"),  # and base 60: 70 steps
+        ("optim.lr=0x1", "optim.lr"),
+    ],
+)
+def test_settings_without_effect_are_refused(tmp_path, capsys, override, fragment):
+    args = ["train", "demo", "--no-progress", *tiny_overrides(tmp_path / "run"), override]
+    line = assert_cli_error(capsys, args, fragment)
+    assert not (tmp_path / "run").exists(), line
+
+
+def test_seed_on_unit_and_a_newer_checkpoint_format_are_refused(ckpt, tmp_path, capsys):
+    write_images(tmp_path / "in", 1, size=(12, 12))
+    base = ["translate", tmp_path / "in", "--direction", "b2a", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, [*base, "--checkpoint", ckpt, "--seed", "3"], "--seed", "UNIT is unimodal")
+    state = torch.load(ckpt, weights_only=True)
+    state["format_version"] = 999
+    newer = tmp_path / "newer.pt"
+    torch.save(state, newer)
+    assert_cli_error(capsys, [*base, "--checkpoint", newer], "newer.pt", "format_version 999")
+    assert not (tmp_path / "o").exists()

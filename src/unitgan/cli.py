@@ -215,7 +215,7 @@ def cmd_train(args) -> int:
 
 def cmd_translate(args) -> int:
     from unitgan.export import is_export_dir
-    from unitgan.inference import check_direction
+    from unitgan.inference import UNIMODAL_MESSAGE, check_direction
     from unitgan.translator import open_translator
 
     check_direction(args.direction)
@@ -229,6 +229,8 @@ def cmd_translate(args) -> int:
         raise UnitganError(f"--seed must be in 0..2^63-1, got {args.seed}")
     source = args.checkpoint if is_export_dir(args.checkpoint) else resolve_checkpoint(args.checkpoint)
     translator = open_translator(source, args.engine, args.device, args.precision)
+    if args.seed and not translator.multimodal:
+        raise UnitganError(f"--seed draws styles, and {UNIMODAL_MESSAGE}")
     written = translator.translate_files(
         args.inputs,
         args.output,

@@ -60,6 +60,7 @@ from unitgan.train.checkpoint import load_checkpoint, state_dict_problem
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("a2b", "b2a")
+MAX_STYLES = 1000  # outputs per input of a multimodal model (a bank model: at most its distinct styles)
 UNIMODAL_MESSAGE = (
     "this is a UNIT model, and UNIT is unimodal (one output per input): styles and style images need a MUNIT model"
 )
@@ -477,6 +478,14 @@ class BaseTranslator:
             self.check_size(str(ref), *image_size(ref), size, native, 1)  # the inputs' limit, before decoding
             x_ref = self.prepare(load_image(ref, self.channels(dst)), size, native)  # [C_dst, H, W]
             return [""], [self.style_of(x_ref.unsqueeze(0), dst)]
+        bank = self.style_banks.get(direction[2])
+        if bank is not None and styles > len(bank):
+            raise UnitganError(
+                f"--styles {styles} is more than the {len(bank)} distinct styles the model's bank of domain "
+                f"{direction[2].upper()} holds (model.style_prior=bank); give at most {len(bank)}"
+            )
+        if styles > MAX_STYLES:
+            raise UnitganError(f"--styles {styles} is more than {MAX_STYLES} outputs per input; give at most that")
         codes = self.draw_styles(max(styles, 1), seed, direction[2])  # [K, style_dim]
         if not styles:
             return [""], [codes]

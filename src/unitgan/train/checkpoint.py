@@ -140,6 +140,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         or not isinstance(state.get("gen"), dict)
     ):
         raise UnitganError(f"checkpoint '{path}' is not a unitgan checkpoint")
+    version = state.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise UnitganError(
+            f"checkpoint '{path}' has format_version {str(version)[:20]}; this unitgan reads {FORMAT_VERSION} "
+            f"(written by a newer unitgan, or tampered with)"
+        )
     return state
 
 
