@@ -955,3 +955,61 @@ def test_seed_on_unit_and_a_newer_checkpoint_format_are_refused(ckpt, tmp_path, 
     torch.save(state, newer)
     assert_cli_error(capsys, [*base, "--checkpoint", newer], "newer.pt", "format_version 999")
     assert not (tmp_path / "o").exists()
+
+
+def test_messages_name_what_is_really_wrong(ckpt, tmp_path, capsys, read_only_dir):
+    write_images(tmp_path / "in", 1, size=(12, 12))
+    base = ["translate", tmp_path / "in", "--direction", "b2a"]
+    assert_cli_error(capsys, [*base, "--checkpoint", "/dev/null", "--output", tmp_path / "o"], "not a regular file")
+    dangling, loop = tmp_path / "dangling", tmp_path / "loop"
+    dangling.symlink_to(tmp_path / "nowhere")
+    loop.symlink_to(loop)
+    for link in (dangling, loop):
+        assert_cli_error(capsys, [*base, "--checkpoint", ckpt, "--output", link], str(link), "symlink")
+        run = ["train", "demo", "--no-progress", *tiny_overrides(link)]
+        assert_cli_error(capsys, run, str(link), "symlink")
+    assert not (tmp_path / "nowhere").exists()
+    # an existing export folder whose parent takes no new entries: the temp folder beside it is what fails
+    existing = read_only_dir.parent / "ro_exp"
+    shutil.rmtree(existing, ignore_errors=True)
+    subprocess.run(["chattr", "-i", str(read_only_dir)], check=False, capture_output=True)
+    read_only_dir.chmod(0o755)
+    (read_only_dir / "e").mkdir()
+    read_only_dir.chmod(0o555)
+    subprocess.run(["chattr", "+i", str(read_only_dir)], check=False, capture_output=True)
+    line = assert_cli_error(
+        capsys,
+        ["export", "--checkpoint", ckpt, "--output", read_only_dir / "e", "--format", "safetensors"],
+        "beside it",
+    )
+    assert "cannot be created" not in line
+
+
+def test_an_interrupted_or_broken_onnxruntime_import_is_not_called_missing(monkeypatch):
+    import builtins
+
+    from unitgan.errors import UnitganError
+    from unitgan.export import import_onnxruntime
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "onnxruntime":
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise ImportError("onnxruntime failed to import its binary module") from None  # as its __init__
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_onnxruntime()
+
+    def broken(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("libonnxruntime.so.1: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(UnitganError, match="installed but cannot be imported: libonnxruntime.so.1"):
+        import_onnxruntime()

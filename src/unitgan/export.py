@@ -55,7 +55,7 @@ from unitgan.inference import (
     training_scale,
 )
 from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, style_bank_problem
-from unitgan.runtime import atomic_write, atomic_write_text, resolve_device
+from unitgan.runtime import atomic_write, atomic_write_text, check_folder_path, resolve_device
 from unitgan.train.checkpoint import state_dict_problem
 
 log = logging.getLogger(__name__)
@@ -169,11 +169,20 @@ def export_generator(
     directions = resolve_directions(direction)
     final = Path(output)
     _prepare_output(final, overwrite)
+    check_folder_path(final, "export folder")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        out = final.parent / f".{final.name}.new-{uuid.uuid4().hex[:12]}"
+    except OSError as e:
+        raise UnitganError(f"export folder '{final}' cannot be created: {e.strerror or e}") from None
+    out = final.parent / f".{final.name}.new-{uuid.uuid4().hex[:12]}"
+    try:
         out.mkdir()  # a plain mkdir: the folder gets the umask's permissions
     except OSError as e:
+        if final.is_dir():  # the export folder is there: what fails is the new one written beside it
+            raise UnitganError(
+                f"export folder '{final}': a new export is written beside it in '{final.parent}' and then renamed "
+                f"into place, and that folder takes no new entries: {e.strerror or e}"
+            ) from None
         raise UnitganError(f"export folder '{final}' cannot be created: {e.strerror or e}") from None
     try:
         _write_export(gen, cfg, out, directions, fmt, source, opset)
@@ -501,10 +510,7 @@ def _write_safetensors(
 
 
 def _onnx_runner(path: Path, threads: int = 0) -> Runner | StyledRunner:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UnitganError("the onnx engine needs onnxruntime: pip install 'unitgan[export]'") from None
+    ort = import_onnxruntime()
     opts = ort.SessionOptions()
     if threads > 0:
         opts.intra_op_num_threads = threads
@@ -526,6 +532,21 @@ def _onnx_runner(path: Path, threads: int = 0) -> Runner | StyledRunner:
             raise UnitganError(f"ONNX model '{path.name}' failed on input {shape}: {_first_line(e)}") from None
 
     return run
+
+
+def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module. Missing: one line saying how to install it; installed but failing to load
+    (a broken binary): one line with the reason; an import cut short by Ctrl-C (onnxruntime turns it into an
+    ImportError): KeyboardInterrupt again, not a claim that it is missing."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        if isinstance(e.__context__, KeyboardInterrupt) or isinstance(e.__cause__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        if isinstance(e, ModuleNotFoundError) and e.name == "onnxruntime":
+            raise UnitganError("the onnx engine needs onnxruntime: pip install 'unitgan[export]'") from None
+        raise UnitganError(f"onnxruntime is installed but cannot be imported: {_first_line(e)}") from None
+    return onnxruntime
 
 
 def _first_line(e: BaseException) -> str:

@@ -48,6 +48,7 @@ from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, sprea
 from unitgan.runtime import (
     atomic_write,
     autocast,
+    check_folder_path,
     check_precision,
     folder_lock,
     make_folder,
@@ -326,8 +327,7 @@ class BaseTranslator:
         inputs = list(inputs)
         pairs = expand_inputs(inputs)
         out_dir = Path(output)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UnitganError(f"output '{out_dir}' is a file, not a folder")
+        check_folder_path(out_dir, "output folder")
         for item in inputs:
             folder = Path(item).expanduser().resolve()
             if folder.is_dir() and (folder == out_dir.resolve() or folder in out_dir.resolve().parents):

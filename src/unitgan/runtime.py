@@ -157,10 +157,8 @@ def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path
     return atomic_write(path, lambda f: f.write(data), durable)
 
 
-def make_folder(path: str | Path, what: str) -> Path | None:
-    """Create the folder ``path`` (and its parents); returns the topmost folder it created (None if it was
-    there), so that a caller that fails before writing anything can remove what it made. Raises UnitganError
-    naming ``what`` and the path: a dangling or looping symlink and a file in the way are named as such."""
+def check_folder_path(path: str | Path, what: str) -> None:
+    """Refuse, naming ``what`` and the path, a folder path that is a dangling or looping symlink or a file."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
         try:
@@ -170,6 +168,14 @@ def make_folder(path: str | Path, what: str) -> Path | None:
         raise UnitganError(f"{what} '{path}' is a symlink to '{target}', which does not exist or loops")
     if path.exists() and not path.is_dir():
         raise UnitganError(f"{what} '{path}' is a file, not a folder")
+
+
+def make_folder(path: str | Path, what: str) -> Path | None:
+    """Create the folder ``path`` (and its parents); returns the topmost folder it created (None if it was
+    there), so that a caller that fails before writing anything can remove what it made. Raises UnitganError
+    naming ``what`` and the path: a dangling or looping symlink and a file in the way are named as such."""
+    path = Path(path)
+    check_folder_path(path, what)
     created = None
     for folder in [*reversed(path.parents), path]:
         if not folder.exists() and not folder.is_symlink():

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from unitgan.budget import check_model_fits
 from unitgan.config import Config, save_config, with_defaults
 from unitgan.errors import UnitganError
-from unitgan.runtime import configure_backends
+from unitgan.runtime import configure_backends, make_folder
 from unitgan.train import distributed
 from unitgan.train.base import Trainer, get_rng, set_rng
 from unitgan.train.checkpoint import checkpoint_dir, load_latest, save_checkpoint
@@ -59,10 +59,7 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
 def run(cfg: Config, progress: bool, dctx: distributed.DistContext, device: torch.device) -> TrainResult:
     """Own the run folder (rank 0 locks it for the run's life), then :func:`run_locked`."""
     run_dir = Path(cfg.train.out_dir).expanduser()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UnitganError(f"run folder '{run_dir}' cannot be created: {e.strerror or e}") from None
+    make_folder(run_dir, "run folder")
     with RunLock(run_dir) if dctx.is_main else contextlib.nullcontext(), contextlib.ExitStack() as cleanup:
         return run_locked(cfg, progress, dctx, device, run_dir, cleanup)
 
