@@ -1013,3 +1013,25 @@ def test_an_interrupted_or_broken_onnxruntime_import_is_not_called_missing(monke
     monkeypatch.setattr(builtins, "__import__", broken)
     with pytest.raises(UnitganError, match="installed but cannot be imported: libonnxruntime.so.1"):
         import_onnxruntime()
+
+
+def test_torch_info_logs_stay_quiet_at_exit(tmp_path):
+    """torch logs compile metrics and FakeTensor cache statistics at INFO from atexit handlers; where its
+    logger level was left unset (an import cut short by Ctrl-C), they followed the CLI's own lines."""
+    code = textwrap.dedent(
+        """
+        import logging, sys
+        import torch._subclasses.fake_tensor
+        logging.getLogger("torch").setLevel(logging.NOTSET)  # as an interrupted torch import leaves it
+        from unitgan.cli import main
+        sys.exit(main(["translate", "x", "--checkpoint", sys.argv[1], "--direction", "a2b", "--output", "o"]))
+        """
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "none.pt")], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"error: checkpoint '{tmp_path / 'none.pt'}' does not exist"
+    ], res.stderr

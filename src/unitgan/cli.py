@@ -435,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # torch's own INFO lines (compile metrics, FakeTensor cache statistics at exit)
+        logging.getLogger("torch").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except UnitganError as e:
