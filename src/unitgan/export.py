@@ -34,6 +34,7 @@ import logging
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -718,7 +719,7 @@ def validate_manifest(manifest: Any, file: Path) -> None:
                 raise bad(f"directions.{d}.{key}", "must be a tensor name (a string)")
 
 
-def _validate_munit_fields(manifest: dict[str, Any], cfg: Config, bad: Any) -> None:
+def _validate_munit_fields(manifest: dict[str, Any], cfg: Config, bad: Callable[[str, str], UnitganError]) -> None:
     """:func:`validate_manifest` for ``style_dim``, ``style_banks`` and ``style_encoders``: the config's style
     length (0 for UNIT), and banks that could be remembered styles (:func:`style_bank_problem`)."""
     m = cfg.model
