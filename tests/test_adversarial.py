@@ -609,3 +609,427 @@ def test_non_loopback_bind_needs_a_token_or_insecure(ckpt, capsys, monkeypatch):
     assert main(["serve", "--checkpoint", str(ckpt), "--host", "0.0.0.0", "--token", "t"]) == 0
     assert main(["serve", "--checkpoint", str(ckpt), "--host", "0.0.0.0", "--insecure"]) == 0
     assert calls == ["0.0.0.0", "0.0.0.0"]
+
+
+# -- outputs, full disks, exports, MUNIT fields, serve options and options without effect ------------------
+
+
+@pytest.fixture(scope="module")
+def munit_ckpt(tmp_path_factory) -> Path:
+    """A tiny MUNIT checkpoint (A grey, B colour, style_dim 4)."""
+    from munit_support import tiny_munit_checkpoint
+
+    return tiny_munit_checkpoint(tmp_path_factory.getbasetemp())
+
+
+def test_style_image_has_the_translate_pixel_limit(munit_ckpt, tmp_path, capsys, monkeypatch):
+    import unitgan.budget
+
+    monkeypatch.setattr(unitgan.budget, "available_memory", lambda: 2 * 2**30)  # decoding 2000x2000 fits
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    ref = tmp_path / "ref.png"
+    ref.write_bytes(_png_header_only(2000, 2000))  # 4M pixels: over this model's translate limit in 2 GiB
+    base = ["translate", tmp_path / "in", "--checkpoint", munit_ckpt, "--direction", "a2b", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, [*base, "--style-image", ref], "ref.png", "2000x2000", "limit")
+    assert_cli_error(capsys, [*base, "--style-image", tmp_path / "in"], "is a folder")
+    assert not (tmp_path / "o").exists()
+
+
+def test_two_translations_into_one_new_folder_cannot_mix(ckpt, tmp_path, monkeypatch):
+    """A second run that starts while the first is writing the same output folder is refused; the first
+    completes alone (the race made deterministic: the second starts inside the first's first write)."""
+    from unitgan.errors import UnitganError
+    from unitgan.inference import BaseTranslator, Translator
+
+    write_images(tmp_path / "in", 3, size=(12, 12))
+    out = tmp_path / "new" / "out"
+    translator = Translator.from_checkpoint(ckpt, "cpu")
+    real_write = BaseTranslator.write_batch
+    second: list[Exception] = []
+
+    def write_batch(self, *args, **kwargs):
+        if not second:
+            try:
+                Translator.from_checkpoint(ckpt, "cpu").translate_files([tmp_path / "in"], out, "b2a", 1)
+                second.append(AssertionError("the second run was not refused"))
+            except UnitganError as e:
+                second.append(e)
+        return real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseTranslator, "write_batch", write_batch)
+    written = translator.translate_files([tmp_path / "in"], out, "b2a", 1)
+    assert isinstance(second[0], UnitganError) and "being written by another" in str(second[0]), second
+    assert str(out) in str(second[0])
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written) and len(written) == 3
+
+
+def test_two_exports_into_one_new_folder_cannot_replace_each_other(ckpt, tmp_path, monkeypatch):
+    from unitgan import export
+    from unitgan.errors import UnitganError
+
+    out = tmp_path / "e"
+    real_write = export._write_export
+    calls = []
+
+    def write_export(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # a second export into the same new folder finishes while the first is writing
+            export.export_checkpoint(ckpt, out, "a2b", "safetensors")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(export, "_write_export", write_export)
+    with pytest.raises(UnitganError, match="another export") as e:
+        export.export_checkpoint(ckpt, out, "a2b", "torchscript")
+    assert str(out) in str(e.value) and "\n" not in str(e.value)
+    assert json.loads((out / "export.json").read_text())["format"] == "safetensors"  # the finished one, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no temp folders left behind
+
+
+@pytest.fixture(scope="module")
+def bank_ckpt(tmp_path_factory) -> Path:
+    """A tiny MUNIT checkpoint with model.style_prior=bank (6 rows per domain, all filled)."""
+    from munit_support import munit_config
+
+    from unitgan.models import build_generator
+
+    cfg = munit_config("model.style_prior=bank", "model.style_bank=6")
+    torch.manual_seed(0)
+    gen = build_generator(cfg.model)
+    for d in ("a", "b"):
+        gen.remember_styles(torch.randn(6, 4), d)
+    path = tmp_path_factory.mktemp("bank") / "bank.pt"
+    torch.save({"gen": gen.state_dict(), "config": cfg.to_dict(), "step": 1}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bank_export(bank_ckpt, tmp_path_factory) -> Path:
+    from unitgan.export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("bank_export") / "e"
+    export_checkpoint(bank_ckpt, out, "a2b", "safetensors")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda m: m["style_banks"].update(b=[[float("nan")] * 4] * 6), "style_banks.b"),
+        (lambda m: m["style_banks"].update(b=[[1e30] * 4] * 6), "style_banks.b"),
+        (lambda m: m.update(style_banks=[]), "style_banks"),
+        (lambda m: m.update(style_banks="x"), "style_banks"),
+        (lambda m: m["style_banks"].update(b=[[1.0, 2.0, 3.0]] * 6), "style_banks.b"),
+        (lambda m: m["style_banks"].update(b=[[0.5] * 4] * 7), "style_banks.b"),
+        (lambda m: m["style_banks"].update(b=[]), "style_banks.b"),
+        (lambda m: m["style_banks"].update(c=[[0.5] * 4]), "style_banks"),
+        (lambda m: m.update(style_dim=0), "style_dim"),
+        (lambda m: m.update(style_dim=10**9), "style_dim"),
+        (lambda m: m.update(style_dim="4"), "style_dim"),
+        (lambda m: m.update(style_encoders=[]), "style_encoders"),
+        (lambda m: m.update(training_scale=10**12), "training_scale"),
+    ],
+)
+def test_tampered_munit_export_json_is_one_line_naming_the_field(bank_export, tmp_path, capsys, edit, fragment):
+    copy = tmp_path / "e"
+    shutil.copytree(bank_export, copy)
+    manifest = json.loads((copy / "export.json").read_text())
+    edit(manifest)
+    (copy / "export.json").write_text(json.dumps(manifest))
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    args = ["translate", tmp_path / "in", "--checkpoint", copy, "--direction", "a2b", "--output", tmp_path / "o"]
+    line = assert_cli_error(capsys, args, fragment, "export.json")
+    assert not (tmp_path / "o").exists(), line
+
+
+def test_an_oversized_export_json_is_refused_before_parsing(bank_export, tmp_path, capsys, monkeypatch):
+    from unitgan import export
+
+    copy = tmp_path / "e"
+    shutil.copytree(bank_export, copy)
+    monkeypatch.setattr(export, "MAX_MANIFEST_BYTES", 1000)
+    monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("parsed"))
+    assert_cli_error(capsys, ["serve", "--export", copy, "--port", "1"], "export.json", "1000 bytes")
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda g: g["style_bank_count"].fill_(-5), "style_bank_count"),
+        (lambda g: g["style_bank_count"].fill_(7), "style_bank_count"),
+        (lambda g: g["style_bank_b"].fill_(1e30), "style_bank_b"),
+    ],
+)
+def test_tampered_munit_checkpoint_bank_is_refused(bank_ckpt, tmp_path, capsys, edit, fragment):
+    state = torch.load(bank_ckpt, weights_only=True)
+    edit(state["gen"])
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    args = ["translate", tmp_path / "in", "--checkpoint", bad, "--direction", "a2b", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, args, "bad.pt", fragment)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda w, k: w[k].fill_(float("nan")), "NaN"),
+        (lambda w, k: w.update({k: w[k][:1].clone()}), "has shape"),
+    ],
+)
+def test_tampered_safetensors_export_gets_the_checkpoint_rules(ckpt, tmp_path, capsys, edit, fragment):
+    from safetensors.torch import load_file, save_file
+
+    from unitgan.export import export_checkpoint
+
+    out = tmp_path / "e"
+    export_checkpoint(ckpt, out, "a2b", "safetensors")
+    weights = load_file(str(out / "generator.safetensors"))
+    key = next(k for k in sorted(weights) if k.startswith("dec_b.") and k.endswith("weight"))
+    edit(weights, key)
+    save_file(weights, str(out / "generator.safetensors"))
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    args = ["translate", tmp_path / "in", "--checkpoint", out, "--direction", "a2b", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, args, "generator.safetensors", key, fragment)
+    assert_cli_error(capsys, ["serve", "--export", out, "--port", "1"], "generator.safetensors", key, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("data.synthetic_train=0", "must be >= 1"),
+        ("data.synthetic_train=1000000000000", "must be <="),
+        ("data.synthetic_test=0", "must be >= 1"),
+        ("data.synthetic_test=1000000000000", "must be <="),
+    ],
+)
+def test_synthetic_sizes_are_checked_like_any_key(tmp_path, capsys, override, fragment):
+    key = override.split("=")[0]
+    args = ["train", "demo", "--no-progress", *tiny_overrides(tmp_path / "run"), override]
+    assert_cli_error(capsys, args, f"'{key}'", fragment)
+    assert not (tmp_path / "run").exists()  # no config.yaml, no run folder left behind
+
+
+def test_rerun_at_equal_steps_with_other_settings_changes_nothing(tmp_path, caplog):
+    train(tiny_config(tmp_path, **{"train.steps": 2}), progress=False)
+    saved = (tmp_path / "config.yaml").read_text()
+    caplog.set_level("INFO")
+    result = train(tiny_config(tmp_path, **{"train.steps": 2, "data.batch_size": 4, "optim.lr": 0.5}), progress=False)
+    assert result.step == 2 and result.checkpoint == list_checkpoints(tmp_path)[-1]
+    assert "resuming with changed settings" not in caplog.text
+    assert "data.batch_size, optim.lr" in caplog.text and "not applied" in caplog.text
+    assert (tmp_path / "config.yaml").read_text() == saved  # still the settings the checkpoint was trained with
+
+
+def test_the_fallback_to_an_older_checkpoint_says_why(tmp_path, capsys, caplog):
+    from unitgan.cli import main
+
+    run = tmp_path / "run"
+    train(tiny_config(run, **{"train.steps": 4, "train.ckpt_every": 2}), progress=False)
+    newest = list_checkpoints(run)[-1]
+    newest.unlink()
+    newest.mkdir()  # a folder where the newest checkpoint belongs
+    write_images(tmp_path / "in", 1, size=(12, 12))
+    caplog.set_level("WARNING")
+    args = ["translate", str(tmp_path / "in"), "--checkpoint", str(run), "--direction", "b2a", "--output"]
+    assert main([*args, str(tmp_path / "o")]) == 0, capsys.readouterr()
+    using = [r.getMessage() for r in caplog.records if "the newest checkpoint that loads" in r.getMessage()]
+    assert len(using) == 1 and "ckpt_000000002.pt" in using[0], caplog.text
+    assert f"'{newest}' is a folder, not a checkpoint file" in using[0]
+    caplog.clear()
+    train(tiny_config(run, **{"train.steps": 6, "train.ckpt_every": 3}), progress=False)  # no save at 4
+    resumed = [r.getMessage() for r in caplog.records if "the newest checkpoint that loads" in r.getMessage()]
+    assert len(resumed) == 1 and f"'{newest}' is a folder" in resumed[0], caplog.text
+
+
+def test_translate_gives_freed_memory_back_whenever_the_image_sizes_change(ckpt, tmp_path, monkeypatch):
+    """Buffers of many distinct sizes fragmented the heap (RSS grew with the number of sizes): freed memory is
+    returned to the OS (glibc malloc_trim) after each batch whose sizes differ from the previous batch's."""
+    import unitgan.inference
+    from unitgan.inference import Translator
+
+    calls: list[int] = []
+    monkeypatch.setattr(unitgan.inference, "release_free_memory", lambda: calls.append(1))
+    for i, size in enumerate([(12, 12), (12, 12), (16, 12), (16, 12), (20, 12)]):
+        write_images(tmp_path / "in", 1, size=size, seed=i)[0].rename(tmp_path / "in" / f"x{i}.png")
+    Translator.from_checkpoint(ckpt, "cpu").translate_files([tmp_path / "in"], tmp_path / "o", "b2a", 1, native=True)
+    assert len(calls) == 3  # 12x12, 16x12, 20x12: once per new size, not per batch
+
+
+def test_evaluate_refuses_options_that_do_not_apply_and_says_what_it_resizes(
+    ckpt, image_root, tmp_path, capsys, caplog
+):
+    from conftest import folder_overrides
+
+    from unitgan.cli import main
+
+    base = ["evaluate", "--checkpoint", ckpt, "--no-fid", "--out", tmp_path / "e.json"]
+    assert_cli_error(capsys, [*base, "--data-root", image_root], "--data-root", "data.source=synthetic")
+    assert_cli_error(capsys, [*base, "--gt-a2b", image_root / "testB"], "--gt-a2b", "data.source=synthetic")
+    evil = tmp_path / "evil.png"
+    evil.write_bytes(_png_header_only(8, 8))
+    line = assert_cli_error(capsys, [*base[:3], "--fid", "--inception", evil], "evil.png")
+    assert len(line) < 400, line
+    assert not (tmp_path / "e.json").exists()
+
+    run = tmp_path / "run"
+    assert main(["train", "demo", "--no-progress", *folder_overrides(image_root, run)]) == 0
+    gt = tmp_path / "gt"
+    write_images(gt, 3, size=(7, 5), mode="RGB")  # testA is 24x18: the ground truth is far smaller
+    caplog.set_level("WARNING")
+    assert main(["evaluate", "--checkpoint", str(run), "--no-fid", "--gt-a2b", str(gt)]) == 0, capsys.readouterr()
+    assert "7x5" in caplog.text and "resized" in caplog.text, caplog.text
+
+
+def test_serve_start_refuses_what_could_never_work(ckpt, capsys, monkeypatch):
+    """A loopback address other than 127.0.0.1 answers its own Host name; tokens that cannot survive a URL,
+    a header and a cookie unchanged, and a --max-pixels beyond memory, are refused at start; --port 0 prints
+    the port chosen."""
+    from fastapi.testclient import TestClient
+
+    import unitgan.serve
+    from unitgan.cli import main
+
+    apps = []
+    monkeypatch.setattr(unitgan.serve, "run", lambda app, host, port: apps.append((app, port)))
+    monkeypatch.delenv("UNITGAN_TOKEN", raising=False)
+    base = ["serve", "--checkpoint", str(ckpt)]
+    assert main([*base, "--host", "127.0.0.2", "--port", "7861"]) == 0
+    capsys.readouterr()
+    with TestClient(apps[-1][0], base_url="http://127.0.0.2:7861") as c:
+        assert c.get("/info").status_code == 200
+    for token in ("a b+c%", "pässwört", "x\ty"):
+        assert_cli_error(capsys, [*base, "--token", token], "--token", "letters, digits")
+    assert_cli_error(capsys, [*base, "--max-pixels", "1000000000000"], "--max-pixels", "1000000000000", "memory")
+    assert main([*base, "--port", "0"]) == 0
+    port = apps[-1][1]
+    assert port > 0 and f"serving on http://127.0.0.1:{port}/" in capsys.readouterr().out
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_the_query_token_url_decoded(ckpt):
+    from fastapi.testclient import TestClient
+
+    from unitgan.inference import Translator
+    from unitgan.serve import create_app
+
+    with TestClient(create_app(Translator.from_checkpoint(ckpt, "cpu"), token="a-b.c~d_e")) as c:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            assert c.get("/info", headers={"Authorization": f"{scheme} a-b.c~d_e"}).status_code == 200
+        assert c.get("/info", headers={"Authorization": "Basic a-b.c~d_e"}).status_code == 401
+        assert c.get("/?token=a%2Db.c~d_e").status_code == 200  # a browser may percent-encode the token
+
+
+def test_styles_are_capped_at_what_the_model_can_give(bank_ckpt, munit_ckpt, tmp_path, capsys):
+    write_images(tmp_path / "in", 1, size=(12, 12), mode="L")
+    base = ["translate", tmp_path / "in", "--direction", "a2b", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, [*base, "--checkpoint", bank_ckpt, "--styles", "7"], "--styles", "6 distinct styles")
+    assert_cli_error(capsys, [*base, "--checkpoint", munit_ckpt, "--styles", "1001"], "--styles", "1000")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model.style_prior=bank", "model.style_prior"),
+        ("train.steps=0x4", "train.steps"),
+        ("train.steps=010", "train.steps"),  # YAML 1.1 reads a leading 0 as octal: 8 steps
+        ("train.steps=0b100", "train.steps"),
+        ("train.steps=1:10", "train.steps"),  # and base 60: 70 steps
+        ("optim.lr=0x1", "optim.lr"),
+    ],
+)
+def test_settings_without_effect_are_refused(tmp_path, capsys, override, fragment):
+    args = ["train", "demo", "--no-progress", *tiny_overrides(tmp_path / "run"), override]
+    line = assert_cli_error(capsys, args, fragment)
+    assert not (tmp_path / "run").exists(), line
+
+
+def test_seed_on_unit_and_a_newer_checkpoint_format_are_refused(ckpt, tmp_path, capsys):
+    write_images(tmp_path / "in", 1, size=(12, 12))
+    base = ["translate", tmp_path / "in", "--direction", "b2a", "--output", tmp_path / "o"]
+    assert_cli_error(capsys, [*base, "--checkpoint", ckpt, "--seed", "3"], "--seed", "UNIT is unimodal")
+    state = torch.load(ckpt, weights_only=True)
+    state["format_version"] = 999
+    newer = tmp_path / "newer.pt"
+    torch.save(state, newer)
+    assert_cli_error(capsys, [*base, "--checkpoint", newer], "newer.pt", "format_version 999")
+    assert not (tmp_path / "o").exists()
+
+
+def test_messages_name_what_is_really_wrong(ckpt, tmp_path, capsys, read_only_dir):
+    write_images(tmp_path / "in", 1, size=(12, 12))
+    base = ["translate", tmp_path / "in", "--direction", "b2a"]
+    assert_cli_error(capsys, [*base, "--checkpoint", "/dev/null", "--output", tmp_path / "o"], "not a regular file")
+    dangling, loop = tmp_path / "dangling", tmp_path / "loop"
+    dangling.symlink_to(tmp_path / "nowhere")
+    loop.symlink_to(loop)
+    for link in (dangling, loop):
+        assert_cli_error(capsys, [*base, "--checkpoint", ckpt, "--output", link], str(link), "symlink")
+        run = ["train", "demo", "--no-progress", *tiny_overrides(link)]
+        assert_cli_error(capsys, run, str(link), "symlink")
+    assert not (tmp_path / "nowhere").exists()
+    # an existing export folder whose parent takes no new entries: the temp folder beside it is what fails
+    subprocess.run(["chattr", "-i", str(read_only_dir)], check=False, capture_output=True)
+    read_only_dir.chmod(0o755)
+    (read_only_dir / "e").mkdir()
+    read_only_dir.chmod(0o555)
+    subprocess.run(["chattr", "+i", str(read_only_dir)], check=False, capture_output=True)
+    line = assert_cli_error(
+        capsys,
+        ["export", "--checkpoint", ckpt, "--output", read_only_dir / "e", "--format", "safetensors"],
+        "beside it",
+    )
+    assert "cannot be created" not in line
+
+
+def test_an_interrupted_or_broken_onnxruntime_import_is_not_called_missing(monkeypatch):
+    import builtins
+
+    from unitgan.errors import UnitganError
+    from unitgan.export import import_onnxruntime
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "onnxruntime":
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                raise ImportError("onnxruntime failed to import its binary module") from None  # as its __init__
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_onnxruntime()
+
+    def broken(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("libonnxruntime.so.1: cannot open shared object file")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(UnitganError, match="installed but cannot be imported: libonnxruntime.so.1"):
+        import_onnxruntime()
+
+
+def test_torch_info_logs_stay_quiet_at_exit(tmp_path):
+    """torch logs compile metrics and FakeTensor cache statistics at INFO from atexit handlers; where its
+    logger level was left unset (an import cut short by Ctrl-C), they followed the CLI's own lines."""
+    code = textwrap.dedent(
+        """
+        import logging, sys
+        import torch._subclasses.fake_tensor
+        logging.getLogger("torch").setLevel(logging.NOTSET)  # as an interrupted torch import leaves it
+        from unitgan.cli import main
+        sys.exit(main(["translate", "x", "--checkpoint", sys.argv[1], "--direction", "a2b", "--output", "o"]))
+        """
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "none.pt")], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"error: checkpoint '{tmp_path / 'none.pt'}' does not exist"
+    ], res.stderr

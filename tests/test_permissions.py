@@ -158,3 +158,49 @@ def test_a_fifo_among_translate_inputs_is_refused_not_waited_on(image_root, tmp_
     in_time, error = run_bounded(lambda: codes.append(main([*args, "--output", str(tmp_path / "o")])), fifo, 8)
     assert in_time, "translate blocked on the FIFO"
     assert error is None and codes == [2]
+
+
+@needs_namespaces
+def test_a_full_disk_during_training_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
+    """A real full file system (a 800 KB tmpfs holding a run whose next checkpoint does not fit): torch's zip
+    writer reports the failed write as "unexpected pos"; the user sees the disk's reason."""
+    run = tmp_path / "run"
+    train(tiny_config(run, **{"train.steps": 2}), progress=False)
+    full = tmp_path / "full"
+    full.mkdir()
+    mounts = f"mount -t tmpfs -o size=800k tmpfs {full} && cp -a {run} {full / 'run'}"
+    res = unitgan_in_namespace(mounts, ["train", "demo", "--no-progress", *tiny_overrides(full / "run")])
+    line = one_error_line(res)
+    assert line == (
+        f"error: could not write checkpoint '{full / 'run' / 'checkpoints' / 'ckpt_000000004.pt'}': "
+        "No space left on device (the previous checkpoint is intact)"
+    )
+
+
+@needs_namespaces
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, fmt):
+    from serve_support import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path)
+    full = tmp_path / "full"
+    full.mkdir()
+    mounts = f"mount -t tmpfs -o size=64k tmpfs {full}"
+    listing = f"; echo listing; ls -A {full}"
+    cmd = " ".join(
+        shlex.quote(str(a))
+        for a in [sys.executable, "-m", "unitgan", "export", "--checkpoint", ckpt, "--format", fmt, "--output"]
+    )
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"{mounts} && {cmd} {full / 'e'} 2>&1; echo rc=$?{listing}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    out, listing = res.stdout.split("listing\n")
+    assert "rc=2" in out and "Traceback" not in out and "terminate called" not in out, out
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and str(full / "e") in errors[0], out
+    assert listing.strip() == "", listing  # no export folder, no .e.new-* temp folder

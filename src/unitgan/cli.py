@@ -171,18 +171,24 @@ def resolve_checkpoint(path: str) -> Path:
         found = list_checkpoints(p.parent if p.name == "checkpoints" else p)
         if not found:
             raise UnitganError(f"run folder '{p}' holds no checkpoints")
+        skipped: list[str] = []
         for ckpt in reversed(found):  # a damaged newest file falls back to the previous one, as training does
             try:
                 load_checkpoint(ckpt)
             except UnitganError as e:
                 logging.getLogger("unitgan").warning("%s; trying an older one", e)
+                skipped.append(str(e))
                 continue
-            if ckpt != found[-1]:
-                logging.getLogger("unitgan").warning("using %s, the newest checkpoint that loads", ckpt)
+            if skipped:
+                logging.getLogger("unitgan").warning(
+                    "using %s, the newest checkpoint that loads; skipped: %s", ckpt, "; ".join(skipped)
+                )
             return ckpt
         raise UnitganError(f"run folder '{p}' holds no checkpoint that loads ({len(found)} damaged)")
     if not p.exists():
         raise UnitganError(f"checkpoint '{p}' does not exist")
+    if not p.is_file():
+        raise UnitganError(f"checkpoint '{p}' is not a regular file (a device, pipe or socket)")
     return p
 
 
@@ -209,7 +215,7 @@ def cmd_train(args) -> int:
 
 def cmd_translate(args) -> int:
     from unitgan.export import is_export_dir
-    from unitgan.inference import check_direction
+    from unitgan.inference import UNIMODAL_MESSAGE, check_direction
     from unitgan.translator import open_translator
 
     check_direction(args.direction)
@@ -223,6 +229,8 @@ def cmd_translate(args) -> int:
         raise UnitganError(f"--seed must be in 0..2^63-1, got {args.seed}")
     source = args.checkpoint if is_export_dir(args.checkpoint) else resolve_checkpoint(args.checkpoint)
     translator = open_translator(source, args.engine, args.device, args.precision)
+    if args.seed and not translator.multimodal:
+        raise UnitganError(f"--seed draws styles, and {UNIMODAL_MESSAGE}")
     written = translator.translate_files(
         args.inputs,
         args.output,
@@ -325,17 +333,24 @@ def _add_serve(sub) -> None:
 def cmd_serve(args) -> int:
     from unitgan.export import load_export
     from unitgan.inference import Translator
-    from unitgan.serve import create_app, is_loopback, run
+    from unitgan.serve import create_app, free_port, is_loopback, run, token_problem
     from unitgan.serve.app import LOOPBACK_NAMES
 
     if args.max_bytes < 1 or args.max_pixels < 0:
         raise UnitganError("--max-bytes must be >= 1 and --max-pixels >= 0")
     if not 0 <= args.port <= 65535:
         raise UnitganError(f"--port must be in 0..65535, got {args.port}")
+    if args.token and (problem := token_problem(args.token)):
+        raise UnitganError(f"--token (or $UNITGAN_TOKEN) {problem}")
     if args.checkpoint:
         translator = Translator.from_checkpoint(resolve_checkpoint(args.checkpoint), args.device)
     else:
         translator = load_export(args.export, device=args.device)
+    if args.max_pixels > (limit := translator.pixel_budget(1)):
+        raise UnitganError(
+            f"--max-pixels {args.max_pixels} is more than this model can translate in the memory available "
+            f"({limit} pixels); give at most that, or 0 for it"
+        )
     loopback = is_loopback(args.host)
     if not loopback and not args.token and not args.insecure:
         raise UnitganError(
@@ -347,13 +362,14 @@ def cmd_serve(args) -> int:
         max_bytes=args.max_bytes,
         max_pixels=args.max_pixels,
         native=args.native,
-        allowed_hosts=LOOPBACK_NAMES if loopback else None,
+        allowed_hosts=(*LOOPBACK_NAMES, args.host.strip("[]").lower()) if loopback else None,
         token=args.token or None,
     )
     if not loopback and not args.token:
         print(f"warning: serving on {args.host}: anyone who can reach it can use the model (no authentication)")
-    print(f"serving on http://{args.host}:{args.port}/ (API schema at /openapi.json); Ctrl-C stops")
-    run(app, args.host, args.port)
+    port = args.port or free_port(args.host)  # --port 0: the port chosen is the one printed
+    print(f"serving on http://{args.host}:{port}/ (API schema at /openapi.json); Ctrl-C stops")
+    run(app, args.host, port)
     return 0
 
 
@@ -419,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # torch's own INFO lines (compile metrics, FakeTensor cache statistics at exit)
+        logging.getLogger("torch").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except UnitganError as e:

@@ -298,6 +298,8 @@ class Config:
             ("model.dis_kernel", m.dis_kernel),
             ("data.crop_size", d.crop_size),
             ("data.batch_size", d.batch_size),
+            ("data.synthetic_train", d.synthetic_train),
+            ("data.synthetic_test", d.synthetic_test),
             ("train.steps", self.train.steps),
             ("train.ckpt_every", self.train.ckpt_every),
             ("train.keep_last", self.train.keep_last),
@@ -410,6 +412,11 @@ class Config:
         _check(2 <= m.style_n_down <= 8, "model.style_n_down", f"must be in 2..8, got {m.style_n_down}")
         _check(1 <= m.mlp_dim <= 8192, "model.mlp_dim", f"must be in 1..8192, got {m.mlp_dim}")
         _check(1 <= m.style_bank <= 65536, "model.style_bank", f"must be in 1..65536, got {m.style_bank}")
+        _check(
+            m.style_prior == "normal" or m.arch == "munit",
+            "model.style_prior",
+            f"must be normal for model.arch={m.arch} (only MUNIT draws styles), got {m.style_prior}",
+        )
         for key in ["gan_w", "recon_w", "recon_c_w", "recon_s_w", "cyc_recon_w", "style_kl_w"]:
             v = getattr(mu, key)
             _check(v >= 0 and math.isfinite(v), f"munit.{key}", f"must be a finite number >= 0, got {v}")
@@ -442,6 +449,8 @@ _MAX = {
     "data.load_size": 16384,
     "data.batch_size": 65536,
     "data.num_workers": 512,
+    "data.synthetic_train": 10_000_000,  # scenes are drawn on the fly, but the sampler holds their indices
+    "data.synthetic_test": 1_000_000,
     "train.threads": 4096,
     "train.image_rows": 64,
 }
@@ -597,9 +606,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise UnitganError(f"override '{_show(text)}' has no key before '='")
-    if _schema_type(key.split("."), text) is str:
+    tp = _schema_type(key.split("."), text)
+    if tp is str:
         return key, raw
+    if tp in (int, float) and NOT_DECIMAL.fullmatch(raw.strip()):
+        raise UnitganError(f"config key '{_show(key)}' must be written in decimal, got '{_show(raw.strip())}'")
     return key, _parse_value(raw)
+
+
+# integers YAML 1.1 reads in other bases: 0x10 (16), 010 (octal 8), 0b100 (4), 1:10 (base 60: 70)
+NOT_DECIMAL = re.compile(r"[-+]?(0[xXbBoO][0-9a-fA-F_]*|0[0-9_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?)")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

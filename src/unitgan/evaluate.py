@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from unitgan.config import Config, config_from_dict
 from unitgan.data import build_domain
@@ -100,12 +101,37 @@ def _ground_truth(folder: str, files: list[Path], channels: int, size: tuple[int
     """Images of ``folder`` with the same names as ``files`` (any image extension), resized to ``size``."""
     by_stem = {p.stem: p for p in list_images(folder)}
     out = []
+    resized: list[str] = []
     for f in files:
         if f.stem not in by_stem:
             raise UnitganError(f"ground-truth folder '{folder}' has no image named like '{f.name}'")
-        img = load_image(by_stem[f.stem], channels).resize((size[1], size[0]), resample=3)
+        img = load_image(by_stem[f.stem], channels)
+        if (img.height, img.width) != size:
+            resized.append(f"'{by_stem[f.stem]}' ({img.width}x{img.height})")
+            img = img.resize((size[1], size[0]), resample=Image.Resampling.BICUBIC)
         out.append(pil_to_tensor(img))
+    if resized:
+        log.warning(
+            "%d ground-truth image(s) resized to the translations' %dx%d to compare them, e.g. %s",
+            len(resized),
+            size[1],
+            size[0],
+            resized[0],
+        )
     return torch.stack(out)
+
+
+def check_options(opts: EvalOptions, cfg: Config, path: str | Path) -> None:
+    """Refuse the options that would be ignored: ``--data-root`` and the ground-truth folders apply to
+    image-folder data only (not to UNIT-DA, synthetic or array checkpoints)."""
+    data = "da.enabled" if cfg.da.enabled else f"data.source={cfg.data.source}"
+    if cfg.da.enabled or cfg.data.source != "folder":
+        for flag, value in (("--data-root", opts.data_root), ("--gt-a2b", opts.gt_a2b), ("--gt-b2a", opts.gt_b2a)):
+            if value:
+                raise UnitganError(
+                    f"{flag} applies to checkpoints trained on image folders; checkpoint '{path}' has {data}, "
+                    f"whose test data and ground truth are its own"
+                )
 
 
 def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> EvalReport:
@@ -116,6 +142,7 @@ def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> Ev
         cfg: Config = config_from_dict(state["config"])
     except UnitganError as e:
         raise UnitganError(f"checkpoint '{path}' holds an invalid config: {e}") from None
+    check_options(opts, cfg, path)
     if opts.data_root:
         cfg.data.root = opts.data_root
     report = EvalReport(str(path), int(state.get("step", 0)))

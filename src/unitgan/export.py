@@ -27,11 +27,14 @@ training scale (``training_scale``, ``scale_rule``). :func:`load_export` reads a
 from __future__ import annotations
 
 import copy
+import errno
+import io
 import json
 import logging
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +55,9 @@ from unitgan.inference import (
     load_generator,
     training_scale,
 )
-from unitgan.models import MUNITGenerator, UNITGenerator, build_generator
-from unitgan.runtime import atomic_write, atomic_write_text, resolve_device
+from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, style_bank_problem
+from unitgan.runtime import atomic_write, atomic_write_text, check_folder_path, resolve_device
+from unitgan.train.checkpoint import state_dict_problem
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ ONNX_OPSET = 17
 PARITY_TOL = 1e-4  # max abs difference allowed between an exported model and PyTorch (fp32)
 SAFETENSORS_FILE = "generator.safetensors"
 CONFIG_FILE = "config.json"
+MAX_MANIFEST_BYTES = 64 * 2**20  # a manifest is a few KB; a bank of 65536 x 1024 codes would not fit in it
 
 
 def resolve_directions(direction: str) -> tuple[str, ...]:
@@ -165,15 +170,24 @@ def export_generator(
     directions = resolve_directions(direction)
     final = Path(output)
     _prepare_output(final, overwrite)
+    check_folder_path(final, "export folder")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        out = final.parent / f".{final.name}.new-{uuid.uuid4().hex[:12]}"
+    except OSError as e:
+        raise UnitganError(f"export folder '{final}' cannot be created: {e.strerror or e}") from None
+    out = final.parent / f".{final.name}.new-{uuid.uuid4().hex[:12]}"
+    try:
         out.mkdir()  # a plain mkdir: the folder gets the umask's permissions
     except OSError as e:
+        if final.is_dir():  # the export folder is there: what fails is the new one written beside it
+            raise UnitganError(
+                f"export folder '{final}': a new export is written beside it in '{final.parent}' and then renamed "
+                f"into place, and that folder takes no new entries: {e.strerror or e}"
+            ) from None
         raise UnitganError(f"export folder '{final}' cannot be created: {e.strerror or e}") from None
     try:
         _write_export(gen, cfg, out, directions, fmt, source, opset)
-        _swap_in(out, final)
+        _swap_in(out, final, overwrite)
     except OSError as e:
         raise UnitganError(f"export into '{final}' failed: {e.strerror or e} (any previous export is intact)") from None
     finally:
@@ -181,11 +195,23 @@ def export_generator(
     return final / MANIFEST
 
 
-def _swap_in(new: Path, final: Path) -> None:
+def _swap_in(new: Path, final: Path, overwrite: bool) -> None:
     """Replace ``final`` by the complete folder ``new``: the old export is renamed away, ``new`` renamed in,
-    then the old one removed; a failure at any point leaves a usable export at ``final``."""
-    if not final.exists():
-        new.rename(final)
+    then the old one removed; a failure at any point leaves a usable export at ``final``.
+
+    Without ``overwrite``, ``final`` was absent or empty when the export began: ``new`` is renamed onto it
+    in one step, which the kernel refuses if ``final`` has been filled since (another export into the same
+    folder finished first), so two exports never replace each other silently."""
+    if not overwrite or not final.exists():
+        try:
+            new.rename(final)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise UnitganError(
+                    f"export folder '{final}' was filled by another export while this one ran; "
+                    f"it keeps the other export, and this one was not written (use --overwrite to replace it)"
+                ) from None
+            raise
         return
     old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
     final.rename(old)
@@ -461,7 +487,9 @@ def _write_torchscript(module: nn.Module, path: Path, example: tuple[torch.Tenso
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants
         scripted = torch.jit.script(module) if example is None else torch.jit.trace(module, example)
-    scripted.save(str(path))
+    buffer = io.BytesIO()  # saved to memory, then written by Python: torch's own file writer aborts the
+    torch.jit.save(scripted, buffer)  # process when the disk is full (c10::Error thrown in a destructor)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def _write_safetensors(
@@ -483,10 +511,7 @@ def _write_safetensors(
 
 
 def _onnx_runner(path: Path, threads: int = 0) -> Runner | StyledRunner:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UnitganError("the onnx engine needs onnxruntime: pip install 'unitgan[export]'") from None
+    ort = import_onnxruntime()
     opts = ort.SessionOptions()
     if threads > 0:
         opts.intra_op_num_threads = threads
@@ -508,6 +533,21 @@ def _onnx_runner(path: Path, threads: int = 0) -> Runner | StyledRunner:
             raise UnitganError(f"ONNX model '{path.name}' failed on input {shape}: {_first_line(e)}") from None
 
     return run
+
+
+def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module. Missing: one line saying how to install it; installed but failing to load
+    (a broken binary): one line with the reason; an import cut short by Ctrl-C (onnxruntime turns it into an
+    ImportError): KeyboardInterrupt again, not a claim that it is missing."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        if isinstance(e.__context__, KeyboardInterrupt) or isinstance(e.__cause__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        if isinstance(e, ModuleNotFoundError) and e.name == "onnxruntime":
+            raise UnitganError("the onnx engine needs onnxruntime: pip install 'unitgan[export]'") from None
+        raise UnitganError(f"onnxruntime is installed but cannot be imported: {_first_line(e)}") from None
+    return onnxruntime
 
 
 def _first_line(e: BaseException) -> str:
@@ -571,11 +611,11 @@ def _load_safetensors_generator(
         raise UnitganError(f"weights '{path}' cannot be loaded: {e}") from None
     gen = build_generator(cfg.model)
     prefixes = _weight_prefixes(directions, isinstance(gen, MUNITGenerator))
-    needed = {k for k in gen.state_dict() if k.startswith(prefixes)}
-    missing, unexpected = sorted(needed - weights.keys()), sorted(weights.keys() - needed)
-    if missing or unexpected:
-        what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-        raise UnitganError(f"weights '{path}' do not match the config in the export ({what})")
+    problem = state_dict_problem(gen, weights, prefixes)  # the checkpoint rules: keys, shapes, finite values
+    if problem and "NaN" in problem:
+        raise UnitganError(f"weights '{path}' are refused: {problem} (they would translate to blank images)")
+    if problem:
+        raise UnitganError(f"weights '{path}' do not match the config in the export: {problem}")
     gen.load_state_dict(weights, strict=False)
     return gen.to(device).eval()
 
@@ -608,6 +648,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise UnitganError(f"'{folder}' is not a unitgan export folder (no {MANIFEST})")
     try:
+        size = file.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise UnitganError(f"'{file}' is {size} bytes, more than the {MAX_MANIFEST_BYTES} bytes a manifest may be")
         manifest = json.loads(file.read_text())
     except (OSError, ValueError, RecursionError) as e:
         reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0]
@@ -652,6 +695,9 @@ def validate_manifest(manifest: Any, file: Path) -> None:
     scale = manifest.get("training_scale", 0)
     if not is_int(scale) or scale < 0:
         raise bad("training_scale", f"must be an integer >= 0, got {str(scale)[:40]!r}")
+    if "training_scale" in manifest and scale != training_scale(cfg):
+        raise bad("training_scale", f"is {scale}, but the config's data.load_size gives {training_scale(cfg)}")
+    _validate_munit_fields(manifest, cfg, bad)
     channels = {"a": cfg.model.input_nc_a, "b": cfg.model.input_nc_b}
     if "channels" in manifest and manifest["channels"] != channels:
         raise bad("channels", f"must be {channels} (the config's), got {str(manifest['channels'])[:60]}")
@@ -671,6 +717,46 @@ def validate_manifest(manifest: Any, file: Path) -> None:
         for key in ("input", "output"):
             if key in entry and not isinstance(entry[key], str):
                 raise bad(f"directions.{d}.{key}", "must be a tensor name (a string)")
+
+
+def _validate_munit_fields(manifest: dict[str, Any], cfg: Config, bad: Callable[[str, str], UnitganError]) -> None:
+    """:func:`validate_manifest` for ``style_dim``, ``style_banks`` and ``style_encoders``: the config's style
+    length (0 for UNIT), and banks that could be remembered styles (:func:`style_bank_problem`)."""
+    m = cfg.model
+    want = m.style_dim if m.arch == "munit" else 0
+    style_dim = manifest.get("style_dim", 0)
+    if not isinstance(style_dim, int) or isinstance(style_dim, bool) or style_dim != want:
+        raise bad(
+            "style_dim",
+            f"must be {want} (the config's model.style_dim for model.arch={m.arch}), got {str(style_dim)[:40]!r}",
+        )
+    banks = manifest.get("style_banks")
+    if banks is not None:
+        if m.arch != "munit" or m.style_prior != "bank":
+            raise bad("style_banks", "is present, but the config's model.style_prior is not bank")
+        if not isinstance(banks, dict) or not banks or not set(banks) <= {"a", "b"}:
+            raise bad("style_banks", "must map domains a and/or b to lists of style codes")
+        for d, rows in banks.items():
+            ok = isinstance(rows, list) and len(rows) <= m.style_bank
+            ok = ok and all(
+                isinstance(r, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+                for r in rows
+            )
+            if not ok:
+                raise bad(f"style_banks.{d}", f"must be a list of at most {m.style_bank} rows of {want} numbers")
+            widths = sorted({len(r) for r in rows} - {want})
+            if widths:
+                raise bad(f"style_banks.{d}", f"must be rows of {want} numbers (style_dim), got a row of {widths[0]}")
+            bank = torch.tensor(rows, dtype=torch.float32).view(len(rows), want)  # [M, style_dim]
+            problem = style_bank_problem(bank, want, m.style_bank)
+            if problem:
+                raise bad(f"style_banks.{d}", problem)
+    encoders = manifest.get("style_encoders", {})
+    if not isinstance(encoders, dict) or not set(encoders) <= {"a", "b"}:
+        raise bad("style_encoders", "must map domains a and/or b to their files")
+    for d, entry in encoders.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
+            raise bad(f"style_encoders.{d}", "must be a mapping with a 'file' name")
 
 
 def load_export(path: str | Path, device: str = "cpu", threads: int = 0) -> ExportedTranslator:

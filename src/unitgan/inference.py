@@ -45,12 +45,23 @@ from unitgan.data.io import (
 from unitgan.data.transforms import resize_shorter
 from unitgan.errors import UnitganError
 from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, spread_rows
-from unitgan.runtime import atomic_write, autocast, check_precision, resolve_device
+from unitgan.runtime import (
+    atomic_write,
+    autocast,
+    check_folder_path,
+    check_precision,
+    folder_lock,
+    make_folder,
+    release_free_memory,
+    remove_if_empty,
+    resolve_device,
+)
 from unitgan.train.checkpoint import load_checkpoint, state_dict_problem
 
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("a2b", "b2a")
+MAX_STYLES = 1000  # outputs per input of a multimodal model (a bank model: at most its distinct styles)
 UNIMODAL_MESSAGE = (
     "this is a UNIT model, and UNIT is unimodal (one output per input): styles and style images need a MUNIT model"
 )
@@ -79,6 +90,8 @@ def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Co
     if problem:
         raise UnitganError(f"checkpoint '{path}' does not match its config: {problem}")
     gen.load_state_dict(state[key])
+    if isinstance(gen, MUNITGenerator) and (problem := gen.bank_problem()):
+        raise UnitganError(f"checkpoint '{path}' is refused: {problem}")
     return gen, cfg, state
 
 
@@ -314,8 +327,7 @@ class BaseTranslator:
         inputs = list(inputs)
         pairs = expand_inputs(inputs)
         out_dir = Path(output)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UnitganError(f"output '{out_dir}' is a file, not a folder")
+        check_folder_path(out_dir, "output folder")
         for item in inputs:
             folder = Path(item).expanduser().resolve()
             if folder.is_dir() and (folder == out_dir.resolve() or folder in out_dir.resolve().parents):
@@ -336,18 +348,43 @@ class BaseTranslator:
             if resolved_out in f.resolve().parents or f.resolve() in all_targets:
                 raise UnitganError(f"output folder '{out_dir}' holds input '{f}'; choose a folder outside the inputs")
         self.skipped = {"existing": 0, "bad": 0}
+        created = make_folder(out_dir, "output folder")
+        try:  # one writer per output folder: a second run into it is refused, not interleaved
+            with folder_lock(out_dir, "output folder"):
+                good = self.check_outputs(files, per_style, skip_existing, overwrite)
+                good = self.check_headers(good, size, native, batch_size, bad_images)
+                return self.write_files(
+                    good, per_style, style_codes, direction, size, native, keep_size, batch_size, bad_images
+                )
+        finally:
+            remove_if_empty(out_dir, created)  # a run refused before writing leaves no folder behind
+
+    def check_outputs(
+        self,
+        files: list[Path],
+        per_style: list[dict[Path, Path]],
+        skip_existing: bool,
+        overwrite: bool,
+    ) -> list[Path]:
+        """The inputs left to translate: with ``skip_existing``, those whose outputs are not all there (the
+        others are counted); without it or ``overwrite``, an existing output file is refused."""
         if skip_existing:
             done = {f for f in files if all(names[f].exists() for names in per_style)}
             self.skipped["existing"] = len(done)
-            files = [f for f in files if f not in done]
-        elif not overwrite:
-            existing = [t for t in all_targets if t.exists()]
+            return [f for f in files if f not in done]
+        if not overwrite:
+            existing = [t for names in per_style for f in files if (t := names[f]).exists()]
             if existing:
                 raise UnitganError(
                     f"output file '{existing[0]}' exists (use --overwrite to replace, or --skip-existing to keep)"
                 )
+        return files
+
+    def check_headers(self, files: list[Path], size: int, native: bool, batch_size: int, bad_images: str) -> list[Path]:
+        """The inputs whose headers pass :meth:`check_size` (headers only: a bad file stops the run, or is
+        skipped and counted with ``bad_images='skip'``, before anything is written)."""
         good = []
-        for path in files:  # headers only: a bad file stops the run before anything is written
+        for path in files:
             try:
                 self.check_size(str(path), *image_size(path), size, native, batch_size)
                 good.append(path)
@@ -356,22 +393,39 @@ class BaseTranslator:
                     raise
                 log.warning("skipping %s", e)
                 self.skipped["bad"] += 1
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UnitganError(f"output folder '{out_dir}' cannot be created: {e.strerror or e}") from None
+        return good
+
+    def write_files(
+        self,
+        files: list[Path],
+        per_style: list[dict[Path, Path]],
+        style_codes: list[torch.Tensor | None],
+        direction: str,
+        size: int,
+        native: bool,
+        keep_size: bool,
+        batch_size: int,
+        bad_images: str = "error",
+    ) -> list[Path]:
+        """Decode, translate and write ``files``, at most ``batch_size`` images held at a time."""
         src = direction[0]
         groups: dict[tuple[int, ...], list[tuple[Path, torch.Tensor, tuple[int, int]]]] = defaultdict(list)
         held = 0  # images decoded and not yet written, over all sizes
         written: list[Path] = []
 
+        last_sizes: set[tuple[int, ...]] = set()  # the image sizes of the previous flush
+
         def flush() -> None:
+            nonlocal last_sizes
             for batch in groups.values():
                 for names, style in zip(per_style, style_codes, strict=True):
                     written.extend(self.write_batch(batch, names, direction, keep_size, style))
+            if groups and set(groups) != last_sizes:  # new sizes: the buffers of the old ones go back to the OS
+                release_free_memory()  # (left in the heap, buffers of many sizes fragment it)
+            last_sizes = set(groups)
             groups.clear()
 
-        for path in good:
+        for path in files:
             try:
                 img = load_image(path, self.channels(src))
             except UnitganError as e:
@@ -415,10 +469,23 @@ class BaseTranslator:
         if style_image is not None:
             dst = direction[2]
             ref = Path(style_image).expanduser()
-            if not ref.is_file():
+            if ref.is_dir():
+                raise UnitganError(f"style image '{style_image}' is a folder; give one image file of domain {dst}")
+            if not ref.exists():
                 raise UnitganError(f"style image '{style_image}' does not exist")
+            if not ref.is_file():
+                raise UnitganError(f"style image '{style_image}' is not a regular file")
+            self.check_size(str(ref), *image_size(ref), size, native, 1)  # the inputs' limit, before decoding
             x_ref = self.prepare(load_image(ref, self.channels(dst)), size, native)  # [C_dst, H, W]
             return [""], [self.style_of(x_ref.unsqueeze(0), dst)]
+        bank = self.style_banks.get(direction[2])
+        if bank is not None and styles > len(bank):
+            raise UnitganError(
+                f"--styles {styles} is more than the {len(bank)} distinct styles the model's bank of domain "
+                f"{direction[2].upper()} holds (model.style_prior=bank); give at most {len(bank)}"
+            )
+        if styles > MAX_STYLES:
+            raise UnitganError(f"--styles {styles} is more than {MAX_STYLES} outputs per input; give at most that")
         codes = self.draw_styles(max(styles, 1), seed, direction[2])  # [K, style_dim]
         if not styles:
             return [""], [codes]

@@ -299,7 +299,8 @@ def load_inception(path: str | Path | None = None, download: bool = False) -> In
                 warnings.simplefilter("ignore", UserWarning)  # a damaged TorchScript archive is tried again
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any failure means the file is not usable
-            raise UnitganError(f"feature network '{path}' is neither TorchScript nor a state dict: {e}") from None
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]  # torch's runs on
+            raise UnitganError(f"feature network '{path}' is neither TorchScript nor a state dict: {reason}") from None
         if not isinstance(state, dict):
             raise UnitganError(f"feature network '{path}' is neither TorchScript nor a state dict")
         return InceptionFeatures(inception_from_state_dict(state, path), str(path))

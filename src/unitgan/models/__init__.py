@@ -27,7 +27,7 @@ from torch import nn
 from unitgan.config import ModelConfig
 from unitgan.models.da32 import CoVAE32x32
 from unitgan.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator
-from unitgan.models.munit import MUNITGenerator, spread_rows
+from unitgan.models.munit import MUNITGenerator, spread_rows, style_bank_problem
 from unitgan.models.unit import UNITGenerator
 
 
@@ -60,4 +60,5 @@ __all__ = [
     "build_discriminators",
     "build_generator",
     "spread_rows",
+    "style_bank_problem",
 ]

@@ -34,6 +34,25 @@ def adain(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = 1
     return F.instance_norm(x, eps=eps) * std[:, :, None, None] + mean[:, :, None, None]
 
 
+MAX_STYLE_ABS = 1e4  # style codes are about N(0, I); a remembered one beyond this is not an encoder's output
+
+
+def style_bank_problem(bank: torch.Tensor, style_dim: int, max_rows: int) -> str | None:
+    """Why ``bank`` cannot be a bank of remembered style codes [M, style_dim] with 1 <= M <= ``max_rows``
+    (``model.style_bank``): its shape, a NaN or infinity, or an entry beyond +-:data:`MAX_STYLE_ABS` (a
+    finite 1e30 decodes to blank images as surely as NaN); None when it can."""
+    if bank.ndim != 2 or bank.shape[1] != style_dim:
+        return f"must be rows of {style_dim} numbers (style_dim), got shape {tuple(bank.shape)}"
+    if not 1 <= len(bank) <= max_rows:
+        return f"must hold 1 to {max_rows} rows (model.style_bank), got {len(bank)}"
+    if not bool(torch.isfinite(bank).all()):
+        return "holds NaN or infinite values"
+    largest = float(bank.abs().max())
+    if largest > MAX_STYLE_ABS:
+        return f"holds a value of magnitude {largest:.3g}, beyond {MAX_STYLE_ABS:g} (style codes are about N(0, 1))"
+    return None
+
+
 def spread_rows(bank: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Indices [n] of ``n`` rows of ``bank`` [M, D] that spread over it: k-means++ seeding. The first row is drawn
     uniformly; each next one with probability proportional to its squared distance to the nearest row picked
@@ -222,6 +241,21 @@ class MUNITGenerator(nn.Module):
         bank = self.style_bank_a if domain == "a" else self.style_bank_b
         n = int(self.style_bank_count[0 if domain == "a" else 1])
         return bank[len(bank) - n :] if n else None
+
+    def bank_problem(self) -> str | None:
+        """Why the loaded bank buffers cannot be remembered styles (a count outside 0..``model.style_bank``, or
+        a filled bank that :func:`style_bank_problem` refuses), naming the tensor; None when they can."""
+        if self.cfg.style_prior != "bank":
+            return None
+        counts = self.style_bank_count.tolist()
+        if not all(0 <= n <= self.cfg.style_bank for n in counts):
+            return f"tensor 'style_bank_count' is {counts}, outside 0..{self.cfg.style_bank} (model.style_bank)"
+        for d in ("a", "b"):
+            bank = self.style_bank(d)
+            problem = None if bank is None else style_bank_problem(bank.float(), self.style_dim, self.cfg.style_bank)
+            if problem:
+                return f"tensor 'style_bank_{d}' {problem}"
+        return None
 
     def style_banks(self) -> dict[str, torch.Tensor]:
         """Every domain's remembered style codes as float32 on the CPU, {domain: [M, style_dim]}; empty when

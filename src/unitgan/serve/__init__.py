@@ -4,7 +4,15 @@ Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart): ``pip install 'u
 """
 
 from unitgan.serve.app import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, create_app
-from unitgan.serve.server import DEFAULT_HOST, DEFAULT_PORT, is_loopback, run, serve_in_thread
+from unitgan.serve.server import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    free_port,
+    is_loopback,
+    run,
+    serve_in_thread,
+    token_problem,
+)
 
 __all__ = [
     "DEFAULT_HOST",
@@ -12,7 +20,9 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_PORT",
     "create_app",
+    "free_port",
     "is_loopback",
     "run",
     "serve_in_thread",
+    "token_problem",
 ]

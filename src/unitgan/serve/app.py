@@ -27,6 +27,7 @@ import io
 import logging
 import re
 import threading
+import urllib.parse
 from importlib import resources
 from typing import Annotated, Any
 
@@ -159,10 +160,9 @@ class Guard:
                 await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
                 return
         if self.token and scope["path"] not in OPEN_PATHS:
-            query = dict(
-                p.split("=", 1) for p in scope.get("query_string", b"").decode("latin-1").split("&") if "=" in p
-            )
-            bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
+            query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
+            bearer = credentials.strip() if scheme.lower() == "bearer" else ""  # schemes are case-insensitive
             cookies = dict(c.strip().split("=", 1) for c in headers.get("cookie", "").split(";") if "=" in c)
             given = bearer or cookies.get(TOKEN_COOKIE, "") or (query.get("token", "") if scope["path"] == "/" else "")
             if not hmac.compare_digest(given.encode(), self.token.encode()):

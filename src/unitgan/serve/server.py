@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import socket
 import threading
 import time
@@ -27,6 +28,29 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]+")  # URL-unreserved: the same in a URL, a header and a cookie
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` could never log in (a character that a URL, an HTTP header or a cookie would change or
+    refuse: space, '+', '%', non-ASCII), or None."""
+    if TOKEN_PATTERN.fullmatch(token):
+        return None
+    bad = next(ch for ch in token if not TOKEN_PATTERN.fullmatch(ch))
+    return f"must be letters, digits and - . _ ~ only (it travels in a URL, a header and a cookie), got {bad!r} in it"
+
+
+def free_port(host: str) -> int:
+    """A port of ``host`` that nothing listens on now (what ``--port 0`` binds, chosen before serving)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host.strip("[]"), 0))
+            return int(sock.getsockname()[1])
+    except OSError as e:
+        raise UnitganError(f"cannot serve on {host}: {e.strerror or e}") from None
 
 
 def run(app: Any, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info") -> None:

@@ -13,7 +13,7 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -41,7 +41,13 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
     def write(f) -> None:
         _test_pause("UNITGAN_TEST_SAVE_PAUSE")
-        torch.save(obj, f)
+        writer = ErrorRecordingWriter(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:  # torch's zip writer reports a failed write as "unexpected pos"
+                raise writer.error from None
+            raise
         _test_pause("UNITGAN_TEST_SAVE_PAUSE")
 
     try:
@@ -51,6 +57,26 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         raise UnitganError(
             f"could not write checkpoint '{path}': {e.strerror or e} (the previous checkpoint is intact)"
         ) from None
+
+
+class ErrorRecordingWriter:
+    """A binary file's ``write`` and ``flush`` that remember the first ``OSError`` (a full disk): torch's zip
+    writer turns it into ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``, which says
+    nothing about the disk; the caller raises the recorded error instead."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _test_pause(var: str) -> None:
@@ -89,8 +115,12 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, keep_last: int) 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load one checkpoint safely (no code execution); raise UnitganError naming the file on failure."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise UnitganError(f"checkpoint '{path}' is a folder, not a checkpoint file")
+    if not path.exists():
         raise UnitganError(f"checkpoint '{path}' does not exist")
+    if not path.is_file():
+        raise UnitganError(f"checkpoint '{path}' is not a regular file (a device, pipe or socket)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": the verdict below is what matters
@@ -110,15 +140,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         or not isinstance(state.get("gen"), dict)
     ):
         raise UnitganError(f"checkpoint '{path}' is not a unitgan checkpoint")
+    version = state.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise UnitganError(
+            f"checkpoint '{path}' has format_version {str(version)[:20]}; this unitgan reads {FORMAT_VERSION} "
+            f"(written by a newer unitgan, or tampered with)"
+        )
     return state
 
 
-def state_dict_problem(module: torch.nn.Module, weights: dict[str, Any]) -> str | None:
+def state_dict_problem(module: torch.nn.Module, weights: dict[str, Any], prefixes: tuple[str, ...] = ()) -> str | None:
     """Why ``weights`` cannot load into ``module``: the first missing, unexpected or mis-shaped key (with both
-    shapes), or the first tensor holding NaN or infinity; None when they load."""
+    shapes), or the first tensor holding NaN or infinity; None when they load. ``prefixes``: only the module's
+    keys starting with one of them are expected (the parts of a generator that an export holds)."""
     if not isinstance(weights, dict):
         return "the weights are not a state dict"
-    own = module.state_dict()
+    own = {k: v for k, v in module.state_dict().items() if not prefixes or k.startswith(prefixes)}
     for key, ref in own.items():
         if key not in weights:
             return f"missing key '{key}' (shape {tuple(ref.shape)})"
@@ -142,13 +179,18 @@ def _first_line(e: BaseException) -> str:
 
 
 def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The newest checkpoint that loads; damaged newer files are reported and passed over."""
+    """The newest checkpoint that loads; damaged newer files are reported and passed over, and the one used
+    says which were skipped and why."""
+    skipped: list[str] = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
             state = load_checkpoint(path, map_location)
         except UnitganError as e:
             log.warning("%s; trying an older one", e)
+            skipped.append(str(e))
             continue
+        if skipped:
+            log.warning("resuming from %s, the newest checkpoint that loads; skipped: %s", path, "; ".join(skipped))
         state["_path"] = str(path)
         return state
     return None

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from unitgan.budget import check_model_fits
 from unitgan.config import Config, save_config, with_defaults
 from unitgan.errors import UnitganError
-from unitgan.runtime import configure_backends
+from unitgan.runtime import configure_backends, make_folder
 from unitgan.train import distributed
 from unitgan.train.base import Trainer, get_rng, set_rng
 from unitgan.train.checkpoint import checkpoint_dir, load_latest, save_checkpoint
@@ -59,10 +59,7 @@ def train(cfg: Config, progress: bool = True) -> TrainResult:
 def run(cfg: Config, progress: bool, dctx: distributed.DistContext, device: torch.device) -> TrainResult:
     """Own the run folder (rank 0 locks it for the run's life), then :func:`run_locked`."""
     run_dir = Path(cfg.train.out_dir).expanduser()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UnitganError(f"run folder '{run_dir}' cannot be created: {e.strerror or e}") from None
+    make_folder(run_dir, "run folder")
     with RunLock(run_dir) if dctx.is_main else contextlib.nullcontext(), contextlib.ExitStack() as cleanup:
         return run_locked(cfg, progress, dctx, device, run_dir, cleanup)
 
@@ -95,7 +92,7 @@ def run_locked(
     state = load_latest(run_dir, map_location=device)  # every rank resumes from the same checkpoint
     step, skipped = 0, 0
     if state is not None:
-        restore(trainer, state, cfg)
+        restore(trainer, state, cfg, trains=int(state["step"]) < tc.steps)
         step, skipped = int(state["step"]), int(state.get("nonfinite_skipped", 0))
         log.info("resuming from %s (step %d)", state["_path"], step)
     if len(set(steps := dctx.gather(step))) > 1:
@@ -105,9 +102,10 @@ def run_locked(
             f"checkpoint '{state['_path']}' is at step {step}, beyond train.steps={tc.steps}: nothing to do "
             f"(set train.steps above {step} to train on, or use another train.out_dir)"
         )
-    if state is not None and step == tc.steps:
+    finished = state is not None and step == tc.steps
+    if finished:
         log.info("run folder %s is already trained to train.steps=%d (%s)", run_dir, step, state["_path"])
-    if dctx.is_main:
+    if dctx.is_main and not finished:  # a finished run keeps the config its checkpoint was trained with
         try:
             save_config(cfg, run_dir / "config.yaml")
         except OSError as e:
@@ -275,9 +273,10 @@ def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def check_resumable(saved: dict, cfg: Config, path: str) -> None:
-    """A checkpoint of another architecture or another trainer cannot be resumed; other changes are logged.
-    Keys added to unitgan after the checkpoint was written count as their defaults."""
+def check_resumable(saved: dict, cfg: Config, path: str, trains: bool = True) -> None:
+    """A checkpoint of another architecture or another trainer cannot be resumed; other changes are logged
+    (as not applied when the run ``trains`` no further step). Keys added to unitgan after the checkpoint was
+    written count as their defaults."""
     try:
         saved = with_defaults(saved)
     except UnitganError:  # a key this version does not know: compare as saved, the difference is reported
@@ -289,19 +288,22 @@ def check_resumable(saved: dict, cfg: Config, path: str) -> None:
             f"checkpoint '{path}' was trained with another config ({', '.join(fatal)} differ); "
             f"use another train.out_dir or the checkpoint's own config"
         )
-    if diff:
+    if diff and not trains:
+        log.info("settings that differ from the checkpoint's (%s) are not applied: nothing is trained", ", ".join(diff))
+    elif diff:
         optim = [k for k in diff if k.startswith("optim.")]
         note = " (the new optim.* values apply from now on: lr, betas, weight decay and schedule)" if optim else ""
         log.info("resuming with changed settings: %s%s", ", ".join(diff), note)
 
 
-def restore(trainer: Trainer, state: dict, cfg: Config) -> None:
-    """Load a training checkpoint into ``trainer``, or say clearly why it cannot be resumed."""
+def restore(trainer: Trainer, state: dict, cfg: Config, trains: bool = True) -> None:
+    """Load a training checkpoint into ``trainer``, or say clearly why it cannot be resumed (``trains``: whether
+    any step follows, see :func:`check_resumable`)."""
     path = state["_path"]
     missing = [k for k in ("step", "rng", *trainer.state_keys) if k not in state]
     if missing:
         raise UnitganError(f"checkpoint '{path}' is not a training checkpoint (no {', '.join(missing)})")
-    check_resumable(state["config"], cfg, path)
+    check_resumable(state["config"], cfg, path, trains)
     try:
         trainer.load_state(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
