@@ -83,6 +83,8 @@ VARIANTS: dict[str, list[str]] = {
     "fast_kl0.001": [*FAST, "loss.kl_w=0.001", "loss.cyc_kl_w=0.001"],
     "fast_kl0.01_nearest": [*FAST, "loss.kl_w=0.01", "loss.cyc_kl_w=0.01", "model.upsample=nearest"],
     "fast_kl0.01_diffaug": [*FAST, "loss.kl_w=0.01", "loss.cyc_kl_w=0.01", "loss.diffaug=color,translation,cutout"],
+    "fast_kl0.01_ndown1": [*FAST, "loss.kl_w=0.01", "loss.cyc_kl_w=0.01", "model.n_down=1"],
+    "native64_lr1e-3_kl0.01": ["data.load_size=64", "optim.lr=0.001", "loss.kl_w=0.01", "loss.cyc_kl_w=0.01"],
     "fast_kl0.01_ema": [*FAST, "loss.kl_w=0.01", "loss.cyc_kl_w=0.01", "train.ema=0.99"],
 }
 
