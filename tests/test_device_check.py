@@ -56,6 +56,7 @@ def test_device_check_runs_every_part_tiny_and_writes_one_folder(tmp_path):
     assert (out / "da" / "metrics.jsonl").is_file() and da["steps_done"] == 20
     assert [e["step"] for e in da["evaluations"]][:1] == [10]
     assert all(0 <= e["target_acc"] <= 1 and 0 <= e["source_acc"] <= 1 for e in da["evaluations"])
+    assert "loss_d" in da["evaluations"][0]  # the training scalars of the same step, merged in
     assert da["results"]["step"] == 20
     # (b) unit_paper's step time in fp32 and bf16 autocast
     rows = parts["speed_eager"]["results"]["rows"]
