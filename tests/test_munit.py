@@ -394,3 +394,40 @@ def test_munit_paper_preset_has_the_authors_parameter_counts():
     dis_a, dis_b = build_discriminators(cfg.model)
     assert sum(p.numel() for p in gen.parameters()) == 2 * 15_026_187
     assert sum(p.numel() for p in dis_a.parameters()) == sum(p.numel() for p in dis_b.parameters()) == 8_271_171
+
+
+@pytest.mark.parametrize("preset", ["munit_paper", "unit_master"])  # munit_demo deviates, by name (its YAML)
+def test_fresh_networks_follow_the_nvlabs_init_rule(preset):
+    """NVlabs' trainer (MUNIT master ``trainer.py``, also the authors' UNIT master): every conv / linear weight
+    Kaiming-normal (std sqrt(2 / fan_in)), then both discriminators redrawn N(0, 0.02); biases 0; their
+    LayerNorm's gamma drawn from U(0, 1) and beta 0. Checked on a fresh network of each preset that names them,
+    per tensor of at least 1,000 weights (the std within 10%) and over all gammas pooled."""
+    torch.manual_seed(0)
+    cfg = load_config(preset, ["data.root=/tmp"])
+    gen = build_generator(cfg.model)
+    dis_a, dis_b = build_discriminators(cfg.model)
+
+    def convs(module: nn.Module):
+        return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+
+    for dis in (dis_a, dis_b):
+        for m in convs(dis):
+            if m.weight.numel() >= 1000:
+                assert abs(m.weight.std().item() - 0.02) < 0.002, m
+                assert abs(m.weight.mean().item()) < 0.002, m
+            assert m.bias is None or not m.bias.any()
+    checked = 0
+    for m in convs(gen):
+        fan_in = m.weight[0].numel() if not isinstance(m, nn.ConvTranspose2d) else m.weight[:, 0].numel()
+        if m.weight.numel() >= 1000:
+            expected = (2 / fan_in) ** 0.5
+            assert abs(m.weight.std().item() / expected - 1) < 0.1, m
+            checked += 1
+    assert checked > 5
+    norms = [m for m in gen.modules() if type(m).__name__ == "LayerNorm2d"]
+    assert norms and all(m.kind == "nvlabs" for m in norms)
+    gamma = torch.cat([m.weight.detach() for m in norms])
+    assert gamma.min() >= 0 and gamma.max() < 1
+    assert abs(gamma.mean().item() - 0.5) < 4 * (1 / 12 / len(gamma)) ** 0.5  # U(0, 1): mean 1/2, var 1/12
+    assert abs(gamma.var().item() - 1 / 12) < 0.25 / 12
+    assert not torch.cat([m.bias.detach() for m in norms]).any()

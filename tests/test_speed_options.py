@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from unitgan.data import build_domain
 from unitgan.inference import Translator
-from unitgan.models.layers import ConvBlock, LayerNorm2d
+from unitgan.models.layers import ConvBlock, LayerNorm2d, set_layer_norm
 from unitgan.train.trainer import UNITTrainer
 
 
@@ -243,3 +243,19 @@ def test_zero_padding_inside_the_conv_equals_an_explicit_pad(kernel, stride):
     pad = (kernel - 1) // 2
     expected = F.leaky_relu(F.conv2d(F.pad(x, (pad,) * 4), conv.weight, conv.bias, stride), 0.2)
     torch.testing.assert_close(block(x), expected)
+
+
+def test_nvlabs_layer_norm_divides_by_the_unbiased_std_plus_eps():
+    """``model.layer_norm=nvlabs``: NVlabs' LayerNorm, (x - mean) / (torch.std(x) + eps) per sample, times gamma
+    plus beta; gamma redrawn from U(0, 1) by ``set_layer_norm`` (the same network's ``group`` form differs)."""
+    torch.manual_seed(0)
+    norm = LayerNorm2d(6, eps=1e-2)  # a large eps, so that eps inside or outside the root tells apart
+    set_layer_norm(norm, "nvlabs")
+    assert norm.weight.min() >= 0 and norm.weight.max() < 1 and not torch.equal(norm.weight, torch.ones(6))
+    x = torch.randn(3, 6, 5, 4) * 0.2 + 1
+    flat = x.view(3, -1)
+    mean, std = flat.mean(1).view(-1, 1, 1, 1), flat.std(1).view(-1, 1, 1, 1)  # torch.std: unbiased
+    expected = (x - mean) / (std + norm.eps) * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-6)
+    norm.kind = "group"
+    assert not torch.allclose(norm(x), expected, rtol=1e-3, atol=1e-3)

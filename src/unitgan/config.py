@@ -32,6 +32,8 @@ DomainPath = Literal["a", "b"]  # a first layer of a DA discriminator: the sourc
 CompileScope = Literal["modules", "phases"]
 GanType = Literal["lsgan", "nsgan", "hinge"]
 Init = Literal["gaussian", "kaiming", "xavier", "orthogonal", "default"]
+InitOrSame = Literal["same", "gaussian", "kaiming", "xavier", "orthogonal", "default"]  # same = model.init
+LayerNormKind = Literal["group", "nvlabs"]
 StylePrior = Literal["normal", "bank"]
 Precision = Literal["fp32", "bf16", "fp16"]
 UpdateOrder = Literal["simultaneous", "alternating"]
@@ -75,6 +77,10 @@ class ModelConfig:
     dis_pad_type: PadType = "zero"  # padding in the discriminator
     gan_type: GanType = "lsgan"  # lsgan | nsgan (non-saturating) | hinge
     init: Init = "gaussian"  # weight init: gaussian(0, 0.02) | kaiming | xavier | orthogonal | default
+    dis_init: InitOrSame = "same"  # discriminator weight init (same = init); NVlabs MUNIT and UNIT master draw
+    #   their discriminators N(0, 0.02) (gaussian) whatever the init of the rest
+    layer_norm: LayerNormKind = "group"  # norm=layer: group = gamma 1, (x - mean) / sqrt(var + eps) (one-group
+    #   group norm); nvlabs = gamma ~ U(0, 1), (x - mean) / (unbiased std + eps), NVlabs MUNIT / UNIT master's LayerNorm
     style_dim: int = 8  # arch=munit: length of a style code (drawn from N(0, I) at test time)
     style_n_down: int = 4  # arch=munit: stride-2 convs of the style encoder (the first two double the channels)
     mlp_dim: int = 256  # arch=munit: width of the 3-layer MLP mapping a style code to the AdaIN means and stds

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unitgan.config import ModelConfig
-from unitgan.models.layers import ConvBlock, blur_downsample, init_weights
+from unitgan.models.layers import ConvBlock, blur_downsample, init_weights, or_default, set_layer_norm
 
 
 class PatchDiscriminator(nn.Module):
@@ -49,7 +49,8 @@ class MultiScaleDiscriminator(nn.Module):
     Between scales the image is halved by a 3x3 average pool (``dis_downsample: avgpool``) or by 3x3 Gaussian
     smoothing and subsampling (``gaussian``, version_02's ``COCOMsDis``). With ``shared_with`` (``dis_a``) and
     ``dis_n_shared`` > 0, each scale reuses the last layers of the same scale of ``shared_with``
-    (version_02's ``COCOSharedDis``); only this discriminator's own layers are initialised here.
+    (version_02's ``COCOSharedDis``); only this discriminator's own layers are initialised here, with
+    ``dis_init`` (``same``: ``init``).
     """
 
     def __init__(self, cfg: ModelConfig, in_ch: int, shared_with: MultiScaleDiscriminator | None = None):
@@ -61,7 +62,9 @@ class MultiScaleDiscriminator(nn.Module):
             )
             for i in range(cfg.dis_n_scales)
         )
-        init_weights(nn.ModuleList(dis.net[: dis.n_private] for dis in self.scales), cfg.init)
+        own = nn.ModuleList(dis.net[: dis.n_private] for dis in self.scales)
+        init_weights(own, or_default(cfg.dis_init, cfg.init))  # dis_init: NVlabs' N(0, 0.02) re-draw
+        set_layer_norm(own, cfg.layer_norm)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[N, C, H, W] -> one score map per scale, finest first."""

@@ -9,17 +9,40 @@ from torch.utils.checkpoint import checkpoint
 
 
 class LayerNorm2d(nn.Module):
-    """Layer norm over (C, H, W) of each sample with a per-channel affine (the authors' master code)."""
+    """Layer norm over (C, H, W) of each sample with a per-channel affine, in one of two forms (``kind``,
+    ``model.layer_norm``):
+
+    - ``group``: (x - mean) / sqrt(biased var + eps), gamma starting at 1 (one-group group norm, one fused kernel);
+    - ``nvlabs``: (x - mean) / (unbiased std + eps), gamma drawn from U(0, 1) (NVlabs MUNIT's and the authors'
+      UNIT master ``LayerNorm``). Set the kind with :func:`set_layer_norm`, which also redraws gamma.
+    """
 
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
+        self.kind = "group"
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W]
-        # group norm with one group is exactly this, in one fused kernel instead of seven passes
+        if self.kind == "nvlabs":
+            var, mean = torch.var_mean(x, dim=(1, 2, 3), keepdim=True)  # unbiased, as torch.std
+            x = (x - mean) / (var.sqrt() + self.eps)
+            return x * self.weight[:, None, None] + self.bias[:, None, None]
         return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+
+
+def set_layer_norm(module: nn.Module, kind: str) -> None:
+    """Give every :class:`LayerNorm2d` in ``module`` the form ``kind`` (``model.layer_norm``); ``nvlabs`` also
+    draws its gamma from U(0, 1) as NVlabs' constructor does (their weight init leaves norms alone)."""
+    if kind not in ("group", "nvlabs"):
+        raise ValueError(f"unknown layer norm '{kind}'")
+    for m in module.modules():
+        if isinstance(m, LayerNorm2d):
+            m.kind = kind
+            if kind == "nvlabs":
+                with torch.no_grad():
+                    m.weight.uniform_(0.0, 1.0)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

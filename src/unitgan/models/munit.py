@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unitgan.config import ModelConfig
-from unitgan.models.layers import ConvBlock, ResBlock, UpBlock, init_weights, make_activation
+from unitgan.models.layers import ConvBlock, ResBlock, UpBlock, init_weights, make_activation, set_layer_norm
 
 
 def adain(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -199,6 +199,7 @@ class MUNITGenerator(nn.Module):
         # pool, which takes any size, so only the content path sets the multiple
         self.size_multiple = 2**cfg.n_down
         init_weights(self, cfg.init)
+        set_layer_norm(self, cfg.layer_norm)
         if cfg.style_prior == "bank":  # the style codes of recent real training images, per domain (a FIFO)
             self.register_buffer("style_bank_a", torch.zeros(cfg.style_bank, cfg.style_dim))
             self.register_buffer("style_bank_b", torch.zeros(cfg.style_bank, cfg.style_dim))

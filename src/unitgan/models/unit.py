@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from unitgan.config import ModelConfig
-from unitgan.models.layers import ConvBlock, ResBlock, UpBlock, init_weights, or_default
+from unitgan.models.layers import ConvBlock, ResBlock, UpBlock, init_weights, or_default, set_layer_norm
 
 
 def res_block(cfg: ModelConfig, ch: int) -> ResBlock:
@@ -88,6 +88,7 @@ class UNITGenerator(nn.Module):
         self.latent_ch = c
         self.size_multiple = 2**cfg.n_down
         init_weights(self, cfg.init)
+        set_layer_norm(self, cfg.layer_norm)
 
     def encode(self, x: torch.Tensor, domain: str) -> torch.Tensor:
         """Latent mean: [N, input_nc, H, W] -> mu [N, latent_ch, H/2^d, W/2^d]."""
