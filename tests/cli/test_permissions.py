@@ -22,7 +22,7 @@ from unitgan.errors import UnitganError
 from unitgan.train.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from unitgan.train.loop import train
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def _namespaces_work() -> bool:

@@ -7,7 +7,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 FOLDERS = (SRC / "unitgan", ROOT / "benchmarks", ROOT / "tests")
 
@@ -31,8 +31,11 @@ def find_modules(folders: tuple[Path, ...] = FOLDERS, src: Path = SRC) -> dict[s
         for path in sorted(folder.rglob("*.py")):
             if folder.parent == src:  # the package: dotted names from src/
                 parts = path.relative_to(src).with_suffix("").parts
-            else:  # scripts and tests: imported by file name from their own folder
-                parts = path.relative_to(folder).with_suffix("").parts
+            else:  # scripts and tests: imported by name from the nearest folder above them that is no package
+                base = path.parent
+                while base != folder and (base / "__init__.py").exists():
+                    base = base.parent
+                parts = path.relative_to(base).with_suffix("").parts
             is_package = parts[-1] == "__init__"
             name = ".".join(parts[:-1] if is_package else parts)
             modules[name] = Module(name, path, is_package)

@@ -21,7 +21,7 @@ from unitgan.config import load_config
 
 torch.set_num_threads(1)
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _script(name: str):
@@ -255,7 +255,7 @@ def test_checkpointing_memory_writes_results_and_table(tmp_path):
     assert "| activation checkpointing |" in (out / "table.md").read_text()
 
 
-EMOJI_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+EMOJI_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @pytest.mark.skipif(not (EMOJI_DATA / "emoji_google.npz").is_file(), reason="needs ../shared/data/emoji_*.npz")

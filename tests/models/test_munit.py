@@ -35,7 +35,7 @@ from unitgan.train.loop import train
 from unitgan.train.munit import MUNITTrainer
 from unitgan.train.registry import trainer_class
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 K = 4
 

@@ -26,7 +26,7 @@ from unitgan.export import export_checkpoint, load_export
 from unitgan.inference import Translator
 from unitgan.serve import create_app, serve_in_thread
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from loadtest import run_load  # noqa: E402  (benchmark code: benchmarks/loadtest.py)
 
 with warnings.catch_warnings():  # starlette 1.x asks for httpx2 (Python >= 3.11); httpx still works

@@ -28,7 +28,7 @@ from unitgan.models import UNITGenerator
 from unitgan.train.checkpoint import list_checkpoints, load_checkpoint
 from unitgan.train.trainer import UNITTrainer
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 GLOBAL_BATCH = 4
 # (name, per-rank batch, accumulate, activation checkpointing, update order): each must equal 1 process x
 # GLOBAL_BATCH in the same update order

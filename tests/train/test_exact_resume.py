@@ -23,7 +23,7 @@ from unitgan.errors import UnitganError
 from unitgan.train.checkpoint import load_checkpoint
 from unitgan.train.loop import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRESETS = ROOT / "src" / "unitgan" / "configs"
 
 

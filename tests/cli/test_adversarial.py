@@ -1025,7 +1025,7 @@ def test_torch_info_logs_stay_quiet_at_exit(tmp_path):
         sys.exit(main(["translate", "x", "--checkpoint", sys.argv[1], "--direction", "a2b", "--output", "o"]))
         """
     )
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "none.pt")], capture_output=True, text=True, env=env, timeout=120
