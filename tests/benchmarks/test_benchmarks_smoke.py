@@ -263,14 +263,14 @@ def test_emoji_smoke_scores_match_the_saved_images(tmp_path, capsys):
     """The emoji benchmark end to end on a tiny budget; every score it writes is recomputed here from the PNGs
     it saved and the true counterparts in the npz files (L1, PSNR, pixel accuracy by hand, SSIM by
     scikit-image, KID as the unbiased polynomial-kernel MMD of the same features)."""
+    from metrics_support import TinyFeatures
     from skimage.metrics import structural_similarity
-    from test_metrics import _TinyFeatures
 
     from unitgan.metrics.fid import extract_features, load_inception
 
     bench = _script("emoji")
     net_path = tmp_path / "tiny_inception.pt"
-    torch.jit.script(_TinyFeatures()).save(str(net_path))
+    torch.jit.script(TinyFeatures()).save(str(net_path))
     out = tmp_path / "emoji"
     tiny = ["model.ch=4", "model.dis_ch=4", "model.n_res=1", "model.dis_n_layers=2", "data.batch_size=2"]
     args = ["--methods", "identity", "untrained", "unitgan", "--split", "test", "--max-train", "16"]

@@ -668,16 +668,16 @@ def test_two_exports_into_one_new_folder_cannot_replace_each_other(ckpt, tmp_pat
     from unitgan.errors import UnitganError
 
     out = tmp_path / "e"
-    real_write = export._write_export
+    real_wrap = export.DirectionalGenerator
     calls = []
 
-    def write_export(*args, **kwargs):
+    def wrap_while_writing(*args, **kwargs):
         calls.append(1)
         if len(calls) == 1:  # a second export into the same new folder finishes while the first is writing
             export.export_checkpoint(ckpt, out, "a2b", "safetensors")
-        return real_write(*args, **kwargs)
+        return real_wrap(*args, **kwargs)
 
-    monkeypatch.setattr(export, "_write_export", write_export)
+    monkeypatch.setattr(export, "DirectionalGenerator", wrap_while_writing)
     with pytest.raises(UnitganError, match="another export") as e:
         export.export_checkpoint(ckpt, out, "a2b", "torchscript")
     assert str(out) in str(e.value) and "\n" not in str(e.value)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model_overrides
-from torch import nn
+from metrics_support import TinyFeatures
 
 from unitgan.errors import UnitganError
 from unitgan.metrics import (
@@ -130,20 +130,9 @@ def test_kid_is_reproducible_with_seed():
 # -- feature network ---------------------------------------------------------------------------------------
 
 
-class _TinyFeatures(nn.Module):
-    """A stand-in 'Inception': mean colour -> 8-d features (fixed weights)."""
-
-    def __init__(self):
-        super().__init__()
-        self.proj = nn.Linear(3, 8)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x.mean(dim=(2, 3)))
-
-
 def test_load_inception_from_torchscript_file(tmp_path):
     path = tmp_path / "tiny.pt"
-    torch.jit.script(_TinyFeatures()).save(str(path))
+    torch.jit.script(TinyFeatures()).save(str(path))
     net = load_inception(path)
     grey = torch.rand(2, 1, 20, 20) * 2 - 1  # grey is repeated to RGB and resized to 299
     assert net(grey).shape == (2, 8)
@@ -266,7 +255,7 @@ def test_evaluate_folders_fid_kid_and_ground_truth(tmp_path):
             Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(root / split / f"img{i}.png")
     _train_tiny(tmp_path, "data.source=folder", f"data.root={root}", "data.flip=false")
     net = tmp_path / "tiny_inception.pt"
-    torch.jit.script(_TinyFeatures()).save(str(net))
+    torch.jit.script(TinyFeatures()).save(str(net))
     out = tmp_path / "eval.json"
     args = ["evaluate", "--checkpoint", str(tmp_path / "run"), "--out", str(out), "--inception", str(net)]
     assert main([*args, "--gt-a2b", str(root / "gtB")]) == 0
