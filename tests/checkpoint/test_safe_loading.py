@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from unitgan.checkpoint import load_checkpoint
 from unitgan.errors import UnitganError
-from unitgan.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,7 +24,7 @@ import torch
 from conftest import assert_cli_error, tiny_config, tiny_overrides, write_images
 from serve_support import tiny_checkpoint
 
-from unitgan.train.checkpoint import list_checkpoints, load_checkpoint
+from unitgan.checkpoint import list_checkpoints, load_checkpoint
 from unitgan.train.loop import train
 
 # -- 1. resume with changed optimiser settings -------------------------------------------------------------

@@ -144,7 +144,7 @@ def test_translate_tiny_images(trained):
     """Images no larger than the size multiple still translate, and keep their size."""
     import torch
 
-    from unitgan.cli import resolve_checkpoint
+    from unitgan.checkpoint import resolve_checkpoint
     from unitgan.inference import Translator
 
     tr = Translator.from_checkpoint(resolve_checkpoint(str(trained)), device="cpu")

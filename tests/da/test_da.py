@@ -144,7 +144,7 @@ def test_train_da_end_to_end_and_resume(tmp_path, source_only):
     res = json.loads((result.run_dir / "da_results.json").read_text())
     assert res["n_target_test"] == 16
     # the reported accuracy is that of the checkpoint's class head on the 16 target test images
-    from unitgan.train.checkpoint import load_checkpoint
+    from unitgan.checkpoint import load_checkpoint
     from unitgan.train.da import load_split
 
     trainer = DATrainer(cfg, torch.device("cpu"))
@@ -251,7 +251,7 @@ def test_interrupted_run_checkpoints_and_resumes(tmp_path, monkeypatch):
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from unitgan.train.checkpoint import load_checkpoint
+    from unitgan.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
     return {f"{s}.{k}": v for s in ("gen", "dis") for k, v in state[s].items()}

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from unitgan.checkpoint import load_checkpoint
 from unitgan.config import load_config
 from unitgan.errors import UnitganError
 from unitgan.train.base import align_distribution
-from unitgan.train.checkpoint import load_checkpoint
 from unitgan.train.da import DATrainer
 from unitgan.train.da32 import DA32Trainer
 from unitgan.train.loop import train

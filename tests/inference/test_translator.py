@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from serve_support import png_bytes, random_image, tiny_checkpoint
 
+from unitgan.checkpoint import load_checkpoint
 from unitgan.cli import main
 from unitgan.export import PARITY_TOL, export_checkpoint, load_export, read_manifest
 from unitgan.inference import Translator, pad_for_model
-from unitgan.train.checkpoint import load_checkpoint
 from unitgan.translator import open_translator
 
 

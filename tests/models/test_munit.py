@@ -13,6 +13,7 @@ import torch
 from conftest import tiny_model_overrides
 from torch import nn
 
+from unitgan.checkpoint import load_checkpoint
 from unitgan.config import MUNITConfig, load_config
 from unitgan.data.synthetic import MAX_MODES, SyntheticDomain
 from unitgan.errors import UnitganError
@@ -30,7 +31,6 @@ from unitgan.metrics.multimodal import (
 from unitgan.metrics.pixel import pixel_accuracy
 from unitgan.models import build_discriminators, build_generator
 from unitgan.models.munit import MUNITGenerator
-from unitgan.train.checkpoint import load_checkpoint
 from unitgan.train.loop import train
 from unitgan.train.munit import MUNITTrainer
 from unitgan.train.registry import trainer_class

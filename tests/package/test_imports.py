@@ -152,3 +152,48 @@ def test_the_checks_see_cycles_and_private_names(tmp_path):
         "uses unitgan.a._h of another module",
         "from unitgan import _k",
     ]
+
+
+def train_imports(module: Module) -> list[tuple[str | None, str]]:
+    """(enclosing top-level function or None for module level, imported module) for each import of
+    ``unitgan.train`` or one of its modules (``from unitgan import train`` included)."""
+    tree = ast.parse(module.path.read_text(), str(module.path))
+    scopes: list[tuple[str | None, ast.AST]] = [(None, node) for node in tree.body]
+    found = []
+    while scopes:
+        scope, node = scopes.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and scope is None:
+            scope = node.name
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            targets = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            targets = []
+            scopes += [(scope, child) for child in ast.iter_child_nodes(node)]
+        if any(t == "unitgan.train" or t.startswith("unitgan.train.") for t in targets):
+            found.append((scope, targets[0]))
+    return sorted(found, key=str)
+
+
+def test_inference_evaluate_and_the_cli_keep_clear_of_training():
+    """Translating, evaluating and every command but ``train`` load no training code: checkpoint files are
+    read through ``unitgan.checkpoint``. Evaluating a domain-adaptation checkpoint builds its trainer for the
+    class head, and only there."""
+    modules = find_modules()
+    assert train_imports(modules["unitgan.inference"]) == []
+    assert {scope for scope, _ in train_imports(modules["unitgan.evaluate"])} == {"evaluate_checkpoint"}
+    assert {scope for scope, _ in train_imports(modules["unitgan.cli"])} == {"cmd_train"}
+    assert train_imports(modules["unitgan.checkpoint"]) == []
+
+
+def test_the_training_import_check_sees_where_an_import_is(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text(
+        "import unitgan.train.loop\n"
+        "from unitgan import train\n"
+        "def f():\n    if True:\n        from unitgan.train.base import Trainer\n"
+        "from unitgan.training_data import x\n"
+    )
+    found = set(train_imports(Module("m", path, False)))
+    assert found == {(None, "unitgan"), (None, "unitgan.train.loop"), ("f", "unitgan.train.base")}

@@ -23,9 +23,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import tiny_config, tiny_overrides
 
+from unitgan.checkpoint import list_checkpoints, load_checkpoint
 from unitgan.data import InfiniteSampler, build_domain, build_loader
 from unitgan.models import UNITGenerator
-from unitgan.train.checkpoint import list_checkpoints, load_checkpoint
 from unitgan.train.trainer import UNITTrainer
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from unitgan.checkpoint import load_checkpoint
 from unitgan.config import load_config
-from unitgan.train.checkpoint import load_checkpoint
 from unitgan.train.loop import train
 
 

@@ -17,12 +17,12 @@ import pytest
 import torch
 from conftest import assert_cli_error, tiny_config, tiny_overrides
 
+import unitgan.checkpoint as checkpoint_mod
 import unitgan.runtime as runtime_mod
-import unitgan.train.checkpoint as checkpoint_mod
 import unitgan.train.trainer as trainer_mod
+from unitgan.checkpoint import list_checkpoints, load_checkpoint, newest_loadable
 from unitgan.cli import main
 from unitgan.errors import UnitganError
-from unitgan.train.checkpoint import list_checkpoints, load_checkpoint, load_latest
 from unitgan.train.loop import train
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -67,7 +67,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
     run = tmp_path / "run"
     train(tiny_config(run, **{"train.steps": 2}), progress=False)
     (run / "checkpoints" / "ckpt_000000009.pt").write_bytes(evil.read_bytes())
-    assert load_latest(run)["step"] == 2
+    assert newest_loadable(run)["step"] == 2
     assert not marker.exists()
 
     # the file really is dangerous: an unsafe load would have run the command
@@ -140,7 +140,7 @@ def test_a_read_only_checkpoint_folder(tmp_path):
             train(tiny_config(tmp_path, **{"train.steps": 4, "train.ckpt_every": 2}), progress=False)
     finally:
         ckpts.chmod(0o755)
-    assert load_latest(tmp_path)["step"] == 2
+    assert newest_loadable(tmp_path)["step"] == 2
 
 
 def test_disk_full_through_the_cli_is_one_line(tmp_path, monkeypatch, capsys):
@@ -239,7 +239,7 @@ def test_nonfinite_skip_gives_up_on_a_diverged_run(tmp_path, monkeypatch):
     _nan_at(monkeypatch, {2, 4, 5, 6})
     with pytest.raises(UnitganError, match=r"^3 steps in a row had a non-finite loss \(the last, step 6: loss_g=nan"):
         train(cfg, progress=False)
-    assert load_latest(tmp_path)["step"] == 5
+    assert newest_loadable(tmp_path)["step"] == 5
 
 
 def test_nonfinite_watch_on_an_accelerator_reports_the_first_bad_step():

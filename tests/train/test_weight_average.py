@@ -10,11 +10,11 @@ from conftest import tiny_config
 from munit_support import MUNIT_TINY
 from torch import nn
 
+from unitgan.checkpoint import load_checkpoint
 from unitgan.errors import UnitganError
 from unitgan.inference import load_generator
 from unitgan.metrics.multimodal import multimodal_scores, style_samples, synthetic_ground_truth
 from unitgan.train.base import WeightAverage
-from unitgan.train.checkpoint import load_checkpoint
 from unitgan.train.loop import train
 
 torch.set_num_threads(1)

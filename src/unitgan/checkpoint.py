@@ -1,7 +1,9 @@
-"""Checkpoints that never corrupt: write to a temp file, fsync, rename; keep the last K; load safely.
+"""Checkpoint files, for training, inference, evaluation and the command line alike: write to a temp file,
+fsync, rename; keep the last K; list, validate and load safely; find a run folder's newest checkpoint that loads.
 
 A checkpoint is a plain dict of tensors and Python primitives, read with ``torch.load(weights_only=True)``
-so a crafted file cannot run code. Files are named ``ckpt_<step>.pt``; the step itself is read from inside.
+so a crafted file cannot run code. Files are named ``ckpt_<step>.pt`` in a run folder's ``checkpoints/``;
+the step itself is read from inside.
 """
 
 from __future__ import annotations
@@ -178,9 +180,10 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0].split(". ")[0] if text else type(e).__name__
 
 
-def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The newest checkpoint that loads; damaged newer files are reported and passed over, and the one used
-    says which were skipped and why."""
+def newest_loadable(run_dir: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """The newest checkpoint of the run folder ``run_dir`` that loads, with its file under ``"_path"``; None when
+    none loads (or there is none). Damaged newer files are reported and passed over, and the one used says which
+    were skipped and why."""
     skipped: list[str] = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
@@ -190,7 +193,27 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
             skipped.append(str(e))
             continue
         if skipped:
-            log.warning("resuming from %s, the newest checkpoint that loads; skipped: %s", path, "; ".join(skipped))
+            log.warning("using %s, the newest checkpoint that loads; skipped: %s", path, "; ".join(skipped))
         state["_path"] = str(path)
         return state
     return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint file that ``path`` names: the file itself, or a run folder's (or its ``checkpoints/``
+    folder's) newest checkpoint that loads. Raises UnitganError naming the path when there is none."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        run_dir = p.parent if p.name == "checkpoints" else p
+        found = list_checkpoints(run_dir)
+        if not found:
+            raise UnitganError(f"run folder '{p}' holds no checkpoints")
+        state = newest_loadable(run_dir)
+        if state is None:
+            raise UnitganError(f"run folder '{p}' holds no checkpoint that loads ({len(found)} damaged)")
+        return Path(state["_path"])
+    if not p.exists():
+        raise UnitganError(f"checkpoint '{p}' does not exist")
+    if not p.is_file():
+        raise UnitganError(f"checkpoint '{p}' is not a regular file (a device, pipe or socket)")
+    return p
