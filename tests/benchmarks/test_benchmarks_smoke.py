@@ -56,6 +56,7 @@ def test_ablation_smoke(tmp_path, capsys):
     assert "0 run(s) to do" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_ablation_runs_jobs_in_parallel_processes(tmp_path):
     """--jobs 2: each run in its own spawned process, results gathered by the parent into one file."""
     out = tmp_path / "abl"
@@ -84,6 +85,7 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
 def test_stopping_the_parent_stops_the_parallel_runs(tmp_path):
     """`kill PID` of a --jobs run must not leave orphaned workers training on."""
@@ -239,6 +241,7 @@ def test_serve_load_writes_results_and_table(tmp_path, capsys):
     assert "p50 ms" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_checkpointing_memory_writes_results_and_table(tmp_path):
     out = tmp_path / "ckpt"
     args = ["--config", "demo", "--crop", "16", "--batch", "1", "--steps", "1", "--device", "cpu", "--out", str(out)]

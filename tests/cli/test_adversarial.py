@@ -71,6 +71,7 @@ HOLD_LOCK = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 def test_second_training_in_one_run_folder_is_refused_and_a_killed_owner_frees_it(tmp_path, capsys):
     cfg = tiny_config(tmp_path)
     tmp_path.mkdir(exist_ok=True)

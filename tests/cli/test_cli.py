@@ -54,6 +54,7 @@ def test_train_then_translate_a_folder(trained, image_root, tmp_path, capsys):
     assert code == 0
 
 
+@pytest.mark.integration
 def test_python_dash_m_and_resume_message(tmp_path):
     run = tmp_path / "r"
     cmd = [sys.executable, "-m", "unitgan", "train", "demo", "--no-progress", *tiny_overrides(run)]

@@ -7,6 +7,7 @@ import pytest
 from unitgan.cli import main
 
 
+@pytest.mark.integration
 def test_demo_short_run_learns_and_writes_the_page(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(

@@ -54,6 +54,7 @@ def one_error_line(res: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+@pytest.mark.integration
 @needs_namespaces
 def test_run_folder_on_a_read_only_mount(tmp_path):
     ro = tmp_path / "ro"
@@ -65,6 +66,7 @@ def test_run_folder_on_a_read_only_mount(tmp_path):
     assert line == f"error: run folder '{ro / 'run'}' cannot be created: Read-only file system"
 
 
+@pytest.mark.integration
 @needs_namespaces
 def test_checkpoint_folder_remounted_read_only_keeps_the_previous_checkpoint(tmp_path):
     run = tmp_path / "run"
@@ -160,6 +162,7 @@ def test_a_fifo_among_translate_inputs_is_refused_not_waited_on(image_root, tmp_
     assert error is None and codes == [2]
 
 
+@pytest.mark.integration
 @needs_namespaces
 def test_a_full_disk_during_training_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
     """A real full file system (a 800 KB tmpfs holding a run whose next checkpoint does not fit): torch's zip
@@ -177,6 +180,7 @@ def test_a_full_disk_during_training_is_one_line_and_keeps_the_previous_checkpoi
     )
 
 
+@pytest.mark.integration
 @needs_namespaces
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, fmt):

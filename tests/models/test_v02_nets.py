@@ -174,6 +174,7 @@ def test_shared_discriminator_layers_are_refused_with_domain_adaptation():
         load_config("da_mnist2usps", ["model.dis_n_shared=1"])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("preset", V02_PRESETS)
 def test_v02_preset_trains_50_steps_at_a_reduced_size(preset, tmp_path):
     """The preset's networks and optimiser settings, shrunk (4 channels, 16x16 synthetic images, 2 residual

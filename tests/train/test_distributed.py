@@ -95,6 +95,7 @@ def _assert_close(a: list[torch.Tensor], b: list[torch.Tensor], what: str, extra
         torch.testing.assert_close(x, y, rtol=1e-4, atol=atol, msg=lambda m, i=i: f"{what} #{i}: {m}")
 
 
+@pytest.mark.integration
 @pytest.mark.multiprocess
 def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, monkeypatch):
     mp.start_processes(
@@ -197,6 +198,7 @@ def _torchrun_until_sigterm(out_dir: Path, after_steps: int) -> str:
     return out
 
 
+@pytest.mark.integration
 @pytest.mark.multiprocess
 def test_torchrun_two_ranks_stopped_by_sigterm_resume_exactly_rank0_writes(tmp_path):
     run = tmp_path / "stopped"
@@ -287,6 +289,7 @@ def _da_worker(rank: int, world_size: int, store: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.integration
 @pytest.mark.multiprocess
 def test_da_trainer_on_two_gloo_ranks_equals_one_process(tmp_path, monkeypatch):
     mp.start_processes(_da_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, start_method="spawn")

@@ -291,6 +291,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0, poll: f
         time.sleep(poll)
 
 
+@pytest.mark.integration
 def test_sigterm_then_ctrl_c_checkpoint_the_current_step_and_say_how_to_resume(tmp_path):
     run = tmp_path / "run"
     # one loader worker process: the signal goes to the whole process group, as Ctrl-C in a terminal does
@@ -366,6 +367,7 @@ def _kill_resume_loop(tmp_path: Path, kills: int, steps: int, seed: int) -> None
     assert _logged_steps(run) == list(range(1, steps + 1))
 
 
+@pytest.mark.integration
 def test_sigkill_and_resume_a_few_times(tmp_path):
     _kill_resume_loop(tmp_path, kills=2, steps=8, seed=1)
 

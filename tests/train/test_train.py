@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 from conftest import tiny_config
 
@@ -11,6 +12,7 @@ from unitgan.train.loop import train
 from unitgan.train.trainer import UNITTrainer
 
 
+@pytest.mark.integration
 def test_reconstruction_loss_drops_on_a_fixed_batch(tmp_path):
     cfg = tiny_config(tmp_path, **{"model.ch": 8, "optim.lr": 2e-3, "optim.dis_lr": 2e-3, "data.crop_size": 16})
     torch.manual_seed(0)
