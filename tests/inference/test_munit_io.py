@@ -180,7 +180,7 @@ def test_cli_translate_styles_from_an_export(exports, checkpoint, tmp_path):
 
 @pytest.mark.slow
 def test_style_image_of_the_own_domain_reconstructs(tmp_path):
-    """The issue's test, in domain B, whose four palettes are the style: translate x_b to A (a random style),
+    """Example-guided translation in domain B, whose four palettes are the style: translate x_b to A (a random style),
     then back to B with ``--style-image x_b``: the content of x_ba decoded with the style of x_b is x_b again.
 
     On a model fitted for 600 reconstruction steps (about 90 s) the mean absolute error on the [0, 1] scale is
