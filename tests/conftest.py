@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +114,32 @@ def folder_overrides(root: Path, out_dir: Path, **extra) -> list[str]:
             **extra,
         },
     )
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nothing can be created in, even by root: ``chmod 555`` (non-root) or ``chattr +i`` (root).
+
+    Real file-system refusals (EACCES / EPERM), not a monkeypatch. Skipped where neither works."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o555)
+    immutable = False
+    if _writable(d) and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "+i", str(d)], capture_output=True).returncode == 0
+    if _writable(d):
+        d.chmod(0o755)
+        pytest.skip("cannot make a read-only folder here (root without chattr +i)")
+    yield d
+    if immutable:
+        subprocess.run(["chattr", "-i", str(d)], check=False)
+    d.chmod(0o755)
+
+
+def _writable(d: Path) -> bool:
+    try:
+        (d / ".probe").touch()
+    except OSError:
+        return False
+    (d / ".probe").unlink()
+    return True

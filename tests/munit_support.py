@@ -88,3 +88,18 @@ def tiny_munit_checkpoint(base: Path, steps: int = 0) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"gen": gen.state_dict(), "config": cfg.to_dict(), "step": steps}, path)
     return path
+
+
+def tiny_bank_checkpoint(folder: Path) -> Path:
+    """An untrained tiny MUNIT checkpoint with ``model.style_prior=bank`` (6 rows per domain, all filled),
+    saved as ``folder/bank.pt``."""
+    from unitgan.models import build_generator
+
+    cfg = munit_config("model.style_prior=bank", "model.style_bank=6")
+    torch.manual_seed(0)
+    gen = build_generator(cfg.model)
+    for d in ("a", "b"):
+        gen.remember_styles(torch.randn(6, 4), d)
+    path = folder / "bank.pt"
+    torch.save({"gen": gen.state_dict(), "config": cfg.to_dict(), "step": 1}, path)
+    return path

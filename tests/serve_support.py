@@ -29,8 +29,8 @@ def tiny_checkpoint(base: Path) -> Path:
 
     Domain A is grey (1 channel), domain B colour (3 channels); the size multiple is 4.
     """
+    from unitgan.checkpoint import list_checkpoints
     from unitgan.config import load_config
-    from unitgan.train.checkpoint import list_checkpoints
     from unitgan.train.loop import train
 
     run = base / "unitgan-tiny-run"

@@ -162,36 +162,6 @@ def _rank() -> int:
         return 0
 
 
-def resolve_checkpoint(path: str) -> Path:
-    """A checkpoint file, or a run folder (its newest checkpoint)."""
-    from unitgan.train.checkpoint import list_checkpoints, load_checkpoint
-
-    p = Path(path).expanduser()
-    if p.is_dir():
-        found = list_checkpoints(p.parent if p.name == "checkpoints" else p)
-        if not found:
-            raise UnitganError(f"run folder '{p}' holds no checkpoints")
-        skipped: list[str] = []
-        for ckpt in reversed(found):  # a damaged newest file falls back to the previous one, as training does
-            try:
-                load_checkpoint(ckpt)
-            except UnitganError as e:
-                logging.getLogger("unitgan").warning("%s; trying an older one", e)
-                skipped.append(str(e))
-                continue
-            if skipped:
-                logging.getLogger("unitgan").warning(
-                    "using %s, the newest checkpoint that loads; skipped: %s", ckpt, "; ".join(skipped)
-                )
-            return ckpt
-        raise UnitganError(f"run folder '{p}' holds no checkpoint that loads ({len(found)} damaged)")
-    if not p.exists():
-        raise UnitganError(f"checkpoint '{p}' does not exist")
-    if not p.is_file():
-        raise UnitganError(f"checkpoint '{p}' is not a regular file (a device, pipe or socket)")
-    return p
-
-
 def cmd_train(args) -> int:
     from unitgan.config import load_config
     from unitgan.train.loop import train
@@ -214,6 +184,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_translate(args) -> int:
+    from unitgan.checkpoint import resolve_checkpoint
     from unitgan.export import is_export_dir
     from unitgan.inference import UNIMODAL_MESSAGE, check_direction
     from unitgan.translator import open_translator
@@ -293,6 +264,7 @@ def _add_export(sub) -> None:
 
 
 def cmd_export(args) -> int:
+    from unitgan.checkpoint import resolve_checkpoint
     from unitgan.export import export_checkpoint
 
     ckpt = resolve_checkpoint(args.checkpoint)
@@ -331,6 +303,7 @@ def _add_serve(sub) -> None:
 
 
 def cmd_serve(args) -> int:
+    from unitgan.checkpoint import resolve_checkpoint
     from unitgan.export import load_export
     from unitgan.inference import Translator
     from unitgan.serve import create_app, free_port, is_loopback, run, token_problem
@@ -376,6 +349,7 @@ def cmd_serve(args) -> int:
 def cmd_evaluate(args) -> int:
     import json
 
+    from unitgan.checkpoint import resolve_checkpoint
     from unitgan.evaluate import EvalOptions, evaluate_checkpoint
     from unitgan.runtime import atomic_write_text
 

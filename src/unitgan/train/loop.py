@@ -23,12 +23,12 @@ import torch
 from tqdm.auto import tqdm
 
 from unitgan.budget import check_model_fits
+from unitgan.checkpoint import checkpoint_dir, newest_loadable, save_checkpoint
 from unitgan.config import Config, save_config, with_defaults
 from unitgan.errors import UnitganError
 from unitgan.runtime import configure_backends, make_folder
 from unitgan.train import distributed
 from unitgan.train.base import Trainer, get_rng, set_rng
-from unitgan.train.checkpoint import checkpoint_dir, load_latest, save_checkpoint
 from unitgan.train.logger import RunLogger
 from unitgan.train.registry import trainer_class, trainer_name
 
@@ -89,7 +89,7 @@ def run_locked(
     trainer = trainer_class(cfg)(cfg, device, ddp=dctx.enabled)
     if dctx.enabled:
         torch.manual_seed(distributed.rank_seed(tc.seed, dctx.rank))  # each rank draws its own latent noise
-    state = load_latest(run_dir, map_location=device)  # every rank resumes from the same checkpoint
+    state = newest_loadable(run_dir, map_location=device)  # every rank resumes from the same checkpoint
     step, skipped = 0, 0
     if state is not None:
         restore(trainer, state, cfg, trains=int(state["step"]) < tc.steps)
