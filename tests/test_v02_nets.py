@@ -51,7 +51,8 @@ def test_v02_presets_have_the_authors_parameter_counts(preset):
     assert n_params(nn.ModuleList([dis_a, dis_b])) == d_total, source  # a shared layer counted once
 
 
-# unitgan's own presets from before the version_02 keys; the new keys' defaults must not change them
+# unitgan's own presets (unit_paper included: the paper's objective on unitgan's networks, not a version_02
+# configuration); the version_02 keys' defaults must not change them
 # (state dicts at seed 0 were also compared before/after by hash: identical)
 EXISTING_COUNTS = {
     "demo": (537_732, 389_700),
@@ -59,6 +60,16 @@ EXISTING_COUNTS = {
     "unit_paper": (18_008_838, 12_543_234),
     "unit_master": (21_698_438, 16_542_342),
 }
+
+
+def test_only_the_v02_presets_claim_a_v02_configuration():
+    from importlib.resources import files
+
+    for path in files("unitgan.configs").iterdir():
+        if path.name.endswith(".yaml") and path.name.startswith("unit_"):
+            header = " ".join(x for x in path.read_text().splitlines() if x.startswith("#"))
+            claims = "version_02" in header and "NOT one of" not in header
+            assert claims == (path.name[:-5] in AUTHORS_COUNTS), path.name
 
 
 @pytest.mark.parametrize("preset", sorted(EXISTING_COUNTS))
