@@ -115,13 +115,16 @@ class CoVAE32x32(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The authors' init: conv weights N(0, 0.02); the mu/sd heads' weights and biases N(0, 0.002)."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.normal_(m.weight, 0.0, 0.02)
+        """The authors' init, in their order: the VAE head draws its weights and biases from N(0, 0.002) when it is
+        built, then the trainer's Gaussian init sets every conv weight, the heads' included, to N(0, 0.02). So the
+        mu / sd heads end with weights N(0, 0.02) and biases N(0, 0.002); the other convs keep torch's default
+        biases."""
         for head in (self.mu_head, self.sd_head):
             nn.init.normal_(head.weight, 0.0, 0.002)
             nn.init.normal_(head.bias, 0.0, 0.002)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
 
     def _private_encode(self, x: torch.Tensor, domain: str) -> torch.Tensor:
         """[N, nc, 32, 32] -> [N, c, 16, 16] through the domain's private conv0, coordinates appended."""
