@@ -37,6 +37,7 @@ LayerNormKind = Literal["group", "nvlabs"]
 StylePrior = Literal["normal", "bank"]
 Precision = Literal["fp32", "bf16", "fp16"]
 UpdateOrder = Literal["simultaneous", "alternating"]
+KlOn = Literal["mu", "z"]  # the latent the UNIT KL terms are computed on
 UpsampleImpl = Literal["auto", "direct", "subpixel"]
 Arch = Literal["unit", "munit", "covae32"]  # network families that unitgan.models.build_generator knows
 
@@ -102,6 +103,9 @@ class LossConfig:
     recon_w: float = 100.0  # [lambda2] L1 reconstruction of x_aa, x_bb
     cyc_kl_w: float = 0.1  # [lambda3] KL of the latent of the translated images
     cyc_recon_w: float = 100.0  # [lambda4] L1 cycle reconstruction of x_aba, x_bab
+    # the latent the KL terms (kl_w, cyc_kl_w) are computed on: mu = the encoder's mean (master; the expected value
+    # of the noisy version), z = the noisy latent mu + eta that the generators decode (version_02). arch=unit only
+    kl_on: KlOn = "mu"
     # DiffAugment policy (unitgan.models.augment): comma-separated color, translation, cutout, applied to every
     # image a discriminator sees, real and translated, in both phases; "" = none (the paper). arch=unit only
     diffaug: str = ""
