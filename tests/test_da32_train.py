@@ -436,3 +436,54 @@ def test_feature_gan_gradient_ratio_scales_with_the_feature_weight(tmp_path):
         x_a, y_a, x_b = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0]), torch.rand(4, 1, 32, 32) * 2 - 1
         ratios.append(trainer.train_step(x_a, y_a, x_b)["align_feat_gan_grad"].item())
     assert ratios[0] > 0 and ratios[1] == pytest.approx(2 * ratios[0], rel=1e-5) and ratios[2] == 0.0
+
+
+def test_svhn2mnist_preset_follows_the_authors_yaml_and_trains_on_a_stand_in(tmp_path, monkeypatch):
+    """da_svhn2mnist on tiny random stand-ins of torchvision's SVHN (uint8 [N, 3, 32, 32], labels 0-9) and MNIST
+    (uint8 [N, 28, 28]): the authors' svhn2mnist.yaml values, SVHN's extra split for training, inverted MNIST
+    copies for training only, and two training steps at a reduced width."""
+    import torchvision.datasets as tvd
+
+    from unitgan.data import build_domain
+    from unitgan.train.registry import trainer_class
+
+    splits = []
+
+    class StandInSVHN:
+        def __init__(self, root, split, download):
+            splits.append(split)
+            rng = np.random.default_rng(len(splits))
+            self.data = rng.integers(0, 256, (10, 3, 32, 32), dtype=np.uint8)
+            self.labels = rng.integers(0, 10, 10)
+
+    class StandInMNIST:
+        def __init__(self, root, train, download):
+            g = torch.Generator().manual_seed(int(train))
+            self.data = torch.randint(0, 256, (10 if train else 6, 28, 28), dtype=torch.uint8, generator=g)
+            self.targets = torch.randint(0, 10, (len(self.data),), generator=g)
+
+    monkeypatch.setattr(tvd, "SVHN", StandInSVHN)
+    monkeypatch.setattr(tvd, "MNIST", StandInMNIST)
+    cfg = load_config("da_svhn2mnist", [f"data.cache_dir={tmp_path / 'cache'}", f"train.out_dir={tmp_path / 'run'}"])
+    m, o = cfg.model, cfg.optim
+    assert (m.arch, m.input_nc_a, m.input_nc_b, m.ch, m.dis_ch) == ("covae32", 3, 1, 96, 64)
+    assert (o.lr, o.dis_lr, o.beta1, o.beta2, o.weight_decay, o.lr_step) == (2e-4, 2e-4, 0.5, 0.999, 5e-4, 0)
+    assert (cfg.data.a, cfg.data.b, cfg.data.batch_size, cfg.train.steps) == ("svhn_extra", "mnist", 64, 200000)
+    assert cfg.da.use_inversion and cfg.da.feat32_w == 1e-4 and cfg.train.update_order == "alternating"
+    assert trainer_class(cfg) is DA32Trainer
+    mnist_train, mnist_test = build_domain(cfg, "b", "train"), build_domain(cfg, "b", "test")
+    assert len(mnist_train) == 20 and len(mnist_test) == 6  # inverted copies for training only
+    assert torch.equal(mnist_train.x[10:], 255 - mnist_train.x[:10])
+    assert mnist_train.x.shape[-2:] == (32, 32)  # zero-padded 28 -> 32: the digit keeps its pixels
+    assert torch.equal(mnist_train.x[:10, 0, 2:30, 2:30], StandInMNIST(None, True, False).data)
+    assert mnist_train.x[:10, :, :2].eq(0).all() and mnist_train.x[:10, :, :, 30:].eq(0).all()
+    splits.clear()
+    small = ["model.ch=2", "model.dis_ch=2", "data.batch_size=4", "train.steps=2", "train.log_every=1"]
+    result = train(load_config("da_svhn2mnist", [*cfg_overrides(tmp_path), *small]), progress=False)
+    assert result.step == 2 and splits == ["extra", "test"]  # train on SVHN extra, evaluate on its test split
+    final = json.loads((result.run_dir / "da_results.json").read_text())
+    assert final["n_target_test"] == 6 and 0.0 <= final["target_acc"] <= 1.0
+
+
+def cfg_overrides(tmp_path: Path) -> list[str]:
+    return [f"data.cache_dir={tmp_path / 'cache'}", f"train.out_dir={tmp_path / 'run'}", "train.threads=1"]

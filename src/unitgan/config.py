@@ -136,7 +136,7 @@ class DataConfig:
 
     source: Literal["folder", "synthetic", "arrays"] = "folder"
     root: str = ""  # folder: data set root holding trainA/ trainB/ testA/ testB/
-    a: str = ""  # arrays: domain A as an .npz path or a torchvision name (mnist, usps, svhn, fashionmnist)
+    a: str = ""  # arrays: domain A as an .npz path or a torchvision name (mnist, usps, svhn, svhn_extra, fashionmnist)
     b: str = ""  # arrays: domain B, same forms
     download: bool = False  # arrays: let torchvision download a named data set (needs internet)
     cache_dir: str = "~/.cache/unitgan"  # torchvision data sets; folder: cached file lists ("" = no cache)
