@@ -92,6 +92,16 @@ def test_vae_head_init_is_the_authors_order_weights_0_02_biases_0_002():
             assert abs(m.weight.std().item() - 0.02) < 0.002
 
 
+def test_vae_head_std_option_sets_the_head_weights_and_is_checked():
+    cfg = load_config("da_mnist2usps", ["model.ch=32", "model.vae_head_std=0.002"])
+    gen = build_generator(cfg.model)
+    for head in (gen.mu_head, gen.sd_head):
+        assert abs(head.weight.std().item() - 0.002) < 0.00005 and abs(head.bias.std().item() - 0.002) < 0.0003
+    assert abs(gen.dec_shared[0][0].weight.std().item() - 0.02) < 0.001  # the other convs keep N(0, 0.02)
+    with pytest.raises(UnitganError, match="model.vae_head_std"):
+        load_config("da_mnist2usps", ["model.vae_head_std=0"])
+
+
 def test_coordinate_channels_reach_the_private_conv():
     xy = coordinate_channels(2, 32, torch.zeros(1))
     assert xy.shape == (2, 2, 32, 32)

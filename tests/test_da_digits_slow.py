@@ -31,6 +31,7 @@ REDUCED = [
     "optim.lr=0.001",
     "optim.dis_lr=0.001",
     "da.feat32_w=0.0001",
+    "model.vae_head_std=0.002",
 ]
 DEVIATIONS = ["da.cls_ab_w=10", "da.sem_ab_w=1", "da.target_path=a"]
 
