@@ -10,7 +10,8 @@ generator update on a new joint pass.
 - G update: a new joint pass; D (frozen) should call reconstructions and translations real; KL of the
   learned-sd latent and reconstruction (:func:`unitgan.losses.da32_gen_loss`).
 
-At log steps (``train.log_every``) two label-free alignment signals join the logged scalars:
+At log steps (``train.log_every``) of UNIT-DA (not source-only) two label-free alignment signals join the logged
+scalars:
 ``align_acc_ab``, the accuracy of the class head (:meth:`DABase.classify`, eval mode) on the test-time translations
 x_ab (z = mu, eval mode, after the step's updates) through the target's path against the SOURCE labels y_a (x_ab keeps
 the class of its x_a when the translation is aligned); ``align_feat_gan_grad``, the norm of the weighted feature-
