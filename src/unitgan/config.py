@@ -37,6 +37,7 @@ LayerNormKind = Literal["group", "nvlabs"]
 StylePrior = Literal["normal", "bank"]
 Precision = Literal["fp32", "bf16", "fp16"]
 UpdateOrder = Literal["simultaneous", "alternating"]
+KlOn = Literal["mu", "z"]  # the latent the UNIT KL terms are computed on
 UpsampleImpl = Literal["auto", "direct", "subpixel"]
 Arch = Literal["unit", "munit", "covae32"]  # network families that unitgan.models.build_generator knows
 
@@ -49,6 +50,10 @@ class ModelConfig:
     #   munit = MUNIT content/style encoders and AdaIN decoders (style_* and mlp_dim below; losses in munit)
     input_nc_a: int = 3  # channels of domain A images (1 = grey, 3 = colour)
     input_nc_b: int = 3  # channels of domain B images
+    # covae32: std of the initial mu / sd head weights. 0.02 = the authors' (their Gaussian init of every conv runs
+    # after the heads' own N(0, 0.002) reset); 0.002 = that reset alone, the init the DA results in
+    # docs/results/da_digits.md were measured with (benchmarks/da_digits.py sets it to reproduce them)
+    vae_head_std: float = 0.02
     ch: int = 64  # channels after the first encoder convolution
     n_down: int = 2  # stride-2 downsamplings in each encoder (upsamplings in each generator)
     n_res: int = 4  # residual blocks at the end of each encoder / start of each generator
@@ -102,6 +107,9 @@ class LossConfig:
     recon_w: float = 100.0  # [lambda2] L1 reconstruction of x_aa, x_bb
     cyc_kl_w: float = 0.1  # [lambda3] KL of the latent of the translated images
     cyc_recon_w: float = 100.0  # [lambda4] L1 cycle reconstruction of x_aba, x_bab
+    # the latent the KL terms (kl_w, cyc_kl_w) are computed on: mu = the encoder's mean (master; the expected value
+    # of the noisy version), z = the noisy latent mu + eta that the generators decode (version_02). arch=unit only
+    kl_on: KlOn = "mu"
     # DiffAugment policy (unitgan.models.augment): comma-separated color, translation, cutout, applied to every
     # image a discriminator sees, real and translated, in both phases; "" = none (the paper). arch=unit only
     diffaug: str = ""
@@ -132,7 +140,7 @@ class DataConfig:
 
     source: Literal["folder", "synthetic", "arrays"] = "folder"
     root: str = ""  # folder: data set root holding trainA/ trainB/ testA/ testB/
-    a: str = ""  # arrays: domain A as an .npz path or a torchvision name (mnist, usps, svhn, fashionmnist)
+    a: str = ""  # arrays: domain A as an .npz path or a torchvision name (mnist, usps, svhn, svhn_extra, fashionmnist)
     b: str = ""  # arrays: domain B, same forms
     download: bool = False  # arrays: let torchvision download a named data set (needs internet)
     cache_dir: str = "~/.cache/unitgan"  # torchvision data sets; folder: cached file lists ("" = no cache)
@@ -387,6 +395,7 @@ class Config:
             )
             _check(self.da.n_classes >= 2, "da.n_classes", f"must be >= 2, got {self.da.n_classes}")
             _check(self.da.feat32_w >= 0, "da.feat32_w", f"must be >= 0, got {self.da.feat32_w}")
+            _check(m.vae_head_std > 0, "model.vae_head_std", f"must be > 0, got {m.vae_head_std}")
             _check(0 <= self.da.dropout < 1, "da.dropout", f"must be in [0, 1), got {self.da.dropout}")
             _check(self.da.pseudo_w >= 0, "da.pseudo_w", f"must be >= 0 (0 = off), got {self.da.pseudo_w}")
             _check(

@@ -71,6 +71,10 @@ class GenOutputs:
     mu_ba: torch.Tensor
     x_aba: torch.Tensor  # cycle A -> B -> A
     x_bab: torch.Tensor
+    z_a: torch.Tensor | None = None  # [N, C, h, w] the noisy latent decoded into x_aa / x_ab (mu_a + eta)
+    z_b: torch.Tensor | None = None
+    z_ab: torch.Tensor | None = None  # the noisy latent of x_ab decoded into x_aba
+    z_ba: torch.Tensor | None = None
 
 
 def unit_gen_loss(
@@ -82,17 +86,24 @@ def unit_gen_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The encoder/generator objective. ``d_fake_ab`` = dis_b(x_ab), ``d_fake_ba`` = dis_a(x_ba).
 
-    Returns the weighted total and the unweighted named terms (detached) for logging.
+    Returns the weighted total and the unweighted named terms (detached) for logging. ``w.kl_on`` picks the latent
+    of the KL terms: "mu" the means, "z" the noisy latents the generators decoded (``out.z_*``).
     """
+    if w.kl_on == "z":
+        if out.z_a is None or out.z_b is None or out.z_ab is None or out.z_ba is None:
+            raise ValueError("loss.kl_on=z needs the noisy latents z_a, z_b, z_ab, z_ba in GenOutputs")
+        lat_a, lat_b, lat_ab, lat_ba = out.z_a, out.z_b, out.z_ab, out.z_ba
+    else:
+        lat_a, lat_b, lat_ab, lat_ba = out.mu_a, out.mu_b, out.mu_ab, out.mu_ba
     terms = {
         "gan_a": gan_g_loss(d_fake_ba, gan_type),  # D_A judges x_ba
         "gan_b": gan_g_loss(d_fake_ab, gan_type),  # D_B judges x_ab
-        "kl_a": kl_loss(out.mu_a),
-        "kl_b": kl_loss(out.mu_b),
+        "kl_a": kl_loss(lat_a),
+        "kl_b": kl_loss(lat_b),
         "recon_a": l1_loss(out.x_aa, out.x_a),
         "recon_b": l1_loss(out.x_bb, out.x_b),
-        "cyc_kl_a": kl_loss(out.mu_ba),  # latent of the translation into A (part of L_CC_B in the paper)
-        "cyc_kl_b": kl_loss(out.mu_ab),
+        "cyc_kl_a": kl_loss(lat_ba),  # latent of the translation into A (part of L_CC_B in the paper)
+        "cyc_kl_b": kl_loss(lat_ab),
         "cyc_recon_a": l1_loss(out.x_aba, out.x_a),
         "cyc_recon_b": l1_loss(out.x_bab, out.x_b),
     }

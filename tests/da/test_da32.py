@@ -81,6 +81,27 @@ def test_shared_parameters_are_exactly_the_papers():
     assert all(p.grad is None for p in dis.dis_a.parameters())
 
 
+def test_vae_head_init_is_the_authors_order_weights_0_02_biases_0_002():
+    torch.manual_seed(0)
+    gen = CoVAE32x32(ch=32, input_nc_a=3, input_nc_b=1)
+    for head in (gen.mu_head, gen.sd_head):  # 256 x 256 weights, 256 biases
+        assert abs(head.weight.std().item() - 0.02) < 0.0005 and abs(head.weight.mean().item()) < 0.0005
+        assert abs(head.bias.std().item() - 0.002) < 0.0003 and head.bias.abs().max().item() < 0.002 * 5
+    for m in gen.modules():  # every other conv weight N(0, 0.02) too
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and m.weight.numel() > 1000:
+            assert abs(m.weight.std().item() - 0.02) < 0.002
+
+
+def test_vae_head_std_option_sets_the_head_weights_and_is_checked():
+    cfg = load_config("da_mnist2usps", ["model.ch=32", "model.vae_head_std=0.002"])
+    gen = build_generator(cfg.model)
+    for head in (gen.mu_head, gen.sd_head):
+        assert abs(head.weight.std().item() - 0.002) < 0.00005 and abs(head.bias.std().item() - 0.002) < 0.0003
+    assert abs(gen.dec_shared[0][0].weight.std().item() - 0.02) < 0.001  # the other convs keep N(0, 0.02)
+    with pytest.raises(UnitganError, match="model.vae_head_std"):
+        load_config("da_mnist2usps", ["model.vae_head_std=0"])
+
+
 def test_coordinate_channels_reach_the_private_conv():
     xy = coordinate_channels(2, 32, torch.zeros(1))
     assert xy.shape == (2, 2, 32, 32)

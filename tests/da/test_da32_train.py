@@ -381,3 +381,109 @@ def test_weight_averages_resume_exactly_and_evaluation_reads_the_classifiers(tmp
     reference.eval()
     with torch.no_grad():
         assert torch.equal(trainer.classify(x, "a"), reference.classify(x, "a"))
+
+
+def test_alignment_signals_are_logged_at_log_steps_without_changing_the_run(tmp_path):
+    runs = {}
+    for every in (2, 3):
+        (tmp_path / str(every)).mkdir()
+        cfg = _config(tmp_path / str(every), "train.steps=4", f"train.log_every={every}", "da.eval_every=0")
+        runs[every] = train(cfg, progress=False)
+    rows = [json.loads(line) for line in (runs[2].run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "loss_d" in r]
+    assert [r["step"] for r in logged] == [2, 4]
+    for r in logged:
+        assert 0.0 <= r["align_acc_ab"] <= 1.0 and r["align_acc_ab"] * 4 == round(r["align_acc_ab"] * 4)  # batch 4
+        assert 0.0 < r["align_feat_gan_grad"] < float("inf")
+    a, b = _weights(runs[2].checkpoint), _weights(runs[3].checkpoint)  # logging draws nothing, moves nothing
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_alignment_accuracy_is_the_class_head_on_test_time_translations_with_source_labels(tmp_path):
+    trainer = DA32Trainer(_config(tmp_path, "train.log_every=1"), torch.device("cpu"))
+    torch.manual_seed(0)
+    x_a, y_a = torch.rand(8, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    terms = trainer.train_step(x_a, y_a, torch.rand(8, 1, 32, 32) * 2 - 1)
+    trainer.eval()  # by hand: z = mu, batch norm's running statistics, no dropout, the target's first D layer
+    with torch.no_grad():
+        x_ab = trainer.gen.decode(trainer.gen.encode(x_a, "a"), "b")
+        predicted = trainer.dis.cls_head(trainer.dis.trunk(x_ab, "b", False)).flatten(1).argmax(dim=1)
+    assert terms["align_acc_ab"].item() == (predicted == y_a).float().mean().item()
+    # through the target's first D layer, not the source's: with varied inputs (translations stood in for by x_a
+    # itself) and distinct first layers the two paths disagree, and the signal follows the target's
+    trainer.gen.forward = lambda x, direction: x
+    with torch.no_grad():
+        for m in (trainer.dis.dis_a[0], trainer.dis.dis_b[0], trainer.dis.cls_head):
+            m.weight.normal_(0, 1)
+    x_a = torch.rand(32, 1, 32, 32) * 2 - 1
+    with torch.no_grad():  # labels the target's path gets right (before this step's small update)
+        y_a = trainer.dis.classify(x_a, "b").argmax(dim=1)
+    trainer.train()
+    got = trainer.train_step(x_a, y_a, torch.rand(32, 1, 32, 32) * 2 - 1)["align_acc_ab"].item()
+    trainer.eval()
+    with torch.no_grad():
+        acc = {p: (trainer.dis.classify(x_a, p).argmax(dim=1) == y_a).float().mean().item() for p in ("a", "b")}
+    assert got == acc["b"] > acc["a"]
+
+
+def test_feature_gan_gradient_ratio_scales_with_the_feature_weight(tmp_path):
+    ratios = []
+    for w in ("0.0001", "0.0002", "0"):
+        (tmp_path / w).mkdir()
+        torch.manual_seed(0)
+        trainer = DA32Trainer(_config(tmp_path / w, f"da.feat32_w={w}", "train.log_every=1"), torch.device("cpu"))
+        torch.manual_seed(1)  # the same latent noise and dropout masks
+        x_a, y_a, x_b = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0]), torch.rand(4, 1, 32, 32) * 2 - 1
+        ratios.append(trainer.train_step(x_a, y_a, x_b)["align_feat_gan_grad"].item())
+    assert ratios[0] > 0 and ratios[1] == pytest.approx(2 * ratios[0], rel=1e-5) and ratios[2] == 0.0
+
+
+def test_svhn2mnist_preset_follows_the_authors_yaml_and_trains_on_a_stand_in(tmp_path, monkeypatch):
+    """da_svhn2mnist on tiny random stand-ins of torchvision's SVHN (uint8 [N, 3, 32, 32], labels 0-9) and MNIST
+    (uint8 [N, 28, 28]): the authors' svhn2mnist.yaml values, SVHN's extra split for training, inverted MNIST
+    copies for training only, and two training steps at a reduced width."""
+    import torchvision.datasets as tvd
+
+    from unitgan.data import build_domain
+    from unitgan.train.registry import trainer_class
+
+    splits = []
+
+    class StandInSVHN:
+        def __init__(self, root, split, download):
+            splits.append(split)
+            rng = np.random.default_rng(len(splits))
+            self.data = rng.integers(0, 256, (10, 3, 32, 32), dtype=np.uint8)
+            self.labels = rng.integers(0, 10, 10)
+
+    class StandInMNIST:
+        def __init__(self, root, train, download):
+            g = torch.Generator().manual_seed(int(train))
+            self.data = torch.randint(0, 256, (10 if train else 6, 28, 28), dtype=torch.uint8, generator=g)
+            self.targets = torch.randint(0, 10, (len(self.data),), generator=g)
+
+    monkeypatch.setattr(tvd, "SVHN", StandInSVHN)
+    monkeypatch.setattr(tvd, "MNIST", StandInMNIST)
+    cfg = load_config("da_svhn2mnist", [f"data.cache_dir={tmp_path / 'cache'}", f"train.out_dir={tmp_path / 'run'}"])
+    m, o = cfg.model, cfg.optim
+    assert (m.arch, m.input_nc_a, m.input_nc_b, m.ch, m.dis_ch) == ("covae32", 3, 1, 96, 64)
+    assert (o.lr, o.dis_lr, o.beta1, o.beta2, o.weight_decay, o.lr_step) == (2e-4, 2e-4, 0.5, 0.999, 5e-4, 0)
+    assert (cfg.data.a, cfg.data.b, cfg.data.batch_size, cfg.train.steps) == ("svhn_extra", "mnist", 64, 200000)
+    assert cfg.da.use_inversion and cfg.da.feat32_w == 1e-4 and cfg.train.update_order == "alternating"
+    assert trainer_class(cfg) is DA32Trainer
+    mnist_train, mnist_test = build_domain(cfg, "b", "train"), build_domain(cfg, "b", "test")
+    assert len(mnist_train) == 20 and len(mnist_test) == 6  # inverted copies for training only
+    assert torch.equal(mnist_train.x[10:], 255 - mnist_train.x[:10])
+    assert mnist_train.x.shape[-2:] == (32, 32)  # zero-padded 28 -> 32: the digit keeps its pixels
+    assert torch.equal(mnist_train.x[:10, 0, 2:30, 2:30], StandInMNIST(None, True, False).data)
+    assert mnist_train.x[:10, :, :2].eq(0).all() and mnist_train.x[:10, :, :, 30:].eq(0).all()
+    splits.clear()
+    small = ["model.ch=2", "model.dis_ch=2", "data.batch_size=4", "train.steps=2", "train.log_every=1"]
+    result = train(load_config("da_svhn2mnist", [*cfg_overrides(tmp_path), *small]), progress=False)
+    assert result.step == 2 and splits == ["extra", "test"]  # train on SVHN extra, evaluate on its test split
+    final = json.loads((result.run_dir / "da_results.json").read_text())
+    assert final["n_target_test"] == 6 and 0.0 <= final["target_acc"] <= 1.0
+
+
+def cfg_overrides(tmp_path: Path) -> list[str]:
+    return [f"data.cache_dir={tmp_path / 'cache'}", f"train.out_dir={tmp_path / 'run'}", "train.threads=1"]

@@ -24,7 +24,15 @@ from unitgan.train.loop import train
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data of the repository root
 STEPS = 300  # each run: about 1 CPU minute for UNIT-DA, seconds for source-only (1 thread)
-REDUCED = ["model.ch=8", "model.dis_ch=8", "data.batch_size=16", "optim.lr=0.001", "optim.dis_lr=0.001"]
+REDUCED = [
+    "model.ch=8",
+    "model.dis_ch=8",
+    "data.batch_size=16",
+    "optim.lr=0.001",
+    "optim.dis_lr=0.001",
+    "da.feat32_w=0.0001",
+    "model.vae_head_std=0.002",
+]
 DEVIATIONS = ["da.cls_ab_w=10", "da.sem_ab_w=1", "da.target_path=a"]
 
 pytestmark = [

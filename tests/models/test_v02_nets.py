@@ -51,7 +51,8 @@ def test_v02_presets_have_the_authors_parameter_counts(preset):
     assert n_params(nn.ModuleList([dis_a, dis_b])) == d_total, source  # a shared layer counted once
 
 
-# unitgan's own presets from before the version_02 keys; the new keys' defaults must not change them
+# unitgan's own presets (unit_paper included: the paper's objective on unitgan's networks, not a version_02
+# configuration); the version_02 keys' defaults must not change them
 # (state dicts at seed 0 were also compared before/after by hash: identical)
 EXISTING_COUNTS = {
     "demo": (537_732, 389_700),
@@ -59,6 +60,16 @@ EXISTING_COUNTS = {
     "unit_paper": (18_008_838, 12_543_234),
     "unit_master": (21_698_438, 16_542_342),
 }
+
+
+def test_only_the_v02_presets_claim_a_v02_configuration():
+    from importlib.resources import files
+
+    for path in files("unitgan.configs").iterdir():
+        if path.name.endswith(".yaml") and path.name.startswith("unit_"):
+            header = " ".join(x for x in path.read_text().splitlines() if x.startswith("#"))
+            claims = "version_02" in header and "NOT one of" not in header
+            assert claims == (path.name[:-5] in AUTHORS_COUNTS), path.name
 
 
 @pytest.mark.parametrize("preset", sorted(EXISTING_COUNTS))
@@ -174,19 +185,17 @@ def test_shared_discriminator_layers_are_refused_with_domain_adaptation():
         load_config("da_mnist2usps", ["model.dis_n_shared=1"])
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("preset", V02_PRESETS)
-def test_v02_preset_trains_50_steps_at_a_reduced_size(preset, tmp_path):
+def reduced_v02(preset: str, out_dir, steps: int, ckpt_every: int, log_every: int = 10):
     """The preset's networks and optimiser settings, shrunk (4 channels, 16x16 synthetic images, 2 residual
-    blocks), train 50 steps to a checkpoint with finite losses."""
-    cfg = load_config(
+    blocks)."""
+    return load_config(
         preset,
         [
-            f"train.out_dir={tmp_path}",
-            "train.steps=50",
-            "train.ckpt_every=50",
-            "train.log_every=10",
-            "train.image_every=50",
+            f"train.out_dir={out_dir}",
+            f"train.steps={steps}",
+            f"train.ckpt_every={ckpt_every}",
+            f"train.log_every={log_every}",
+            f"train.image_every={steps}",
             "train.image_rows=1",
             "train.threads=1",
             "model.ch=4",
@@ -201,6 +210,13 @@ def test_v02_preset_trains_50_steps_at_a_reduced_size(preset, tmp_path):
             "data.synthetic_test=2",
         ],
     )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("preset", V02_PRESETS)
+def test_v02_preset_trains_50_steps_at_a_reduced_size(preset, tmp_path):
+    """The reduced preset trains 50 steps to a checkpoint with finite losses."""
+    cfg = reduced_v02(preset, tmp_path, 50, 50)
     torch.manual_seed(0)
     before_a, before_b = build_discriminators(cfg.model)
     result = train(cfg, progress=False)
@@ -217,3 +233,54 @@ def test_v02_preset_trains_50_steps_at_a_reduced_size(preset, tmp_path):
         assert not torch.equal(value, before_b.state_dict()[key])
         if int(key.split(".")[3]) >= dis_b.scales[0].n_private:  # scales.S.net.I...: layer I of dis_a's
             assert torch.equal(value, state["dis_a"][key])
+
+
+def test_v02_presets_take_the_kl_on_the_noisy_latent():
+    for preset in V02_PRESETS:
+        assert load_config(preset, ["data.root=x"]).loss.kl_on == "z", preset
+    for preset in ("unit_paper", "unit_master", "small", "demo"):
+        assert load_config(preset, ["data.root=x"]).loss.kl_on == "mu", preset
+
+
+def test_kl_on_z_is_the_formula_on_the_decoded_noisy_latent():
+    from unitgan.losses import unit_gen_loss
+    from unitgan.train.trainer import gen_forward
+
+    cfg = load_config("unit_street", ["data.root=x", "model.ch=4", "model.dis_ch=4", "model.n_res=2"])
+    gen = build_generator(cfg.model).eval()  # eval: no dropout, so decoding z again gives the same images
+    dis_a, dis_b = build_discriminators(cfg.model)
+    x_a, x_b = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.manual_seed(3)
+    out = gen_forward(gen, x_a, x_b)
+    with torch.no_grad():  # z_* are the latents the generators decoded ...
+        assert torch.allclose(gen.decode(out.z_a, "a"), out.x_aa, atol=1e-6)
+        assert torch.allclose(gen.decode(out.z_b, "a"), out.x_ba, atol=1e-6)
+        assert torch.allclose(gen.decode(out.z_ab, "a"), out.x_aba, atol=1e-6)
+        assert torch.allclose(gen.decode(out.z_ba, "b"), out.x_bab, atol=1e-6)
+    assert 0.8 < (out.z_a - out.mu_a).std().item() < 1.2  # ... mu + N(0, I)
+    d_ab, d_ba = dis_b(out.x_ab), dis_a(out.x_ba)
+    _, on_z = unit_gen_loss(out, d_ab, d_ba, cfg.loss, cfg.model.gan_type)
+    assert cfg.loss.kl_on == "z"
+    for name, lat in (("kl_a", out.z_a), ("kl_b", out.z_b), ("cyc_kl_a", out.z_ba), ("cyc_kl_b", out.z_ab)):
+        assert torch.allclose(on_z[name], lat.detach().pow(2).mean()), name
+    cfg.loss.kl_on = "mu"
+    _, on_mu = unit_gen_loss(out, d_ab, d_ba, cfg.loss, cfg.model.gan_type)
+    for name, lat in (("kl_a", out.mu_a), ("kl_b", out.mu_b), ("cyc_kl_a", out.mu_ba), ("cyc_kl_b", out.mu_ab)):
+        assert torch.allclose(on_mu[name], lat.detach().pow(2).mean()), name
+        assert on_z[name].item() > on_mu[name].item() + 0.5, name  # E[z^2] = mu^2 + 1
+    for name in ("gan_a", "recon_a", "cyc_recon_b"):  # the rest of the objective is the same
+        assert torch.equal(on_z[name], on_mu[name])
+    torch.manual_seed(3)  # and the choice draws no random numbers of its own: same noise, same images
+    again = gen_forward(gen, x_a, x_b)
+    assert torch.equal(again.z_ab, out.z_ab) and torch.equal(again.x_bab, out.x_bab)
+
+
+def test_kl_on_z_resumes_exactly(tmp_path):
+    full = train(reduced_v02("unit_street", tmp_path / "full", 4, 4, 1), progress=False)
+    train(reduced_v02("unit_street", tmp_path / "part", 2, 2, 1), progress=False)
+    resumed = train(reduced_v02("unit_street", tmp_path / "part", 4, 2, 1), progress=False)
+    a, b = (torch.load(r.checkpoint, map_location="cpu", weights_only=False) for r in (full, resumed))
+    assert a["config"]["loss"]["kl_on"] == "z"
+    for section in ("gen", "dis_a", "dis_b"):
+        for k in a[section]:
+            assert torch.equal(a[section][k], b[section][k]), (section, k)

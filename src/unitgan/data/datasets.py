@@ -17,7 +17,7 @@ from unitgan.errors import UnitganError
 
 log = logging.getLogger(__name__)
 
-TORCHVISION_NAMES = ("mnist", "usps", "svhn", "fashionmnist")
+TORCHVISION_NAMES = ("mnist", "usps", "svhn", "svhn_extra", "fashionmnist")  # svhn_extra: train = the extra split
 
 
 def _aug_generator(index) -> tuple[int, torch.Generator | None]:
@@ -149,7 +149,7 @@ def _load_arrays(spec: str, split: str, download: bool, cache_dir: str) -> tuple
 def _load_torchvision(name: str, split: str, download: bool, cache_dir: str):
     import torchvision.datasets as tvd
 
-    root = Path(cache_dir).expanduser() / name
+    root = Path(cache_dir).expanduser() / ("svhn" if name == "svhn_extra" else name)
     train = split == "train"
     try:
         if name == "mnist":
@@ -158,6 +158,8 @@ def _load_torchvision(name: str, split: str, download: bool, cache_dir: str):
             ds = tvd.FashionMNIST(root, train=train, download=download)
         elif name == "usps":
             ds = tvd.USPS(root, train=train, download=download)
+        elif name == "svhn_extra":  # SVHN's 531,131 'extra' images for training (the authors' DA code), 'test' to test
+            ds = tvd.SVHN(root, split="extra" if train else "test", download=download)
         else:
             ds = tvd.SVHN(root, split="train" if train else "test", download=download)
     except (RuntimeError, OSError) as e:
@@ -167,7 +169,7 @@ def _load_torchvision(name: str, split: str, download: bool, cache_dir: str):
                 f"needs internet)"
             ) from None
         raise UnitganError(f"torchvision data set '{name}' could not be downloaded to '{root}': {e}") from None
-    if name == "svhn":
+    if name in ("svhn", "svhn_extra"):
         return np.asarray(ds.data), np.asarray(ds.labels)  # [N, 3, 32, 32]
     data = ds.data.numpy() if hasattr(ds.data, "numpy") else np.asarray(ds.data)
     targets = ds.targets.numpy() if hasattr(ds.targets, "numpy") else np.asarray(ds.targets)

@@ -38,7 +38,7 @@ def build_generator(cfg: ModelConfig) -> UNITGenerator | MUNITGenerator | CoVAE3
     if cfg.arch == "munit":
         return MUNITGenerator(cfg)
     if cfg.arch == "covae32":  # the authors' 32x32 digit-adaptation generator, width model.ch
-        return CoVAE32x32(cfg.ch, cfg.input_nc_a, cfg.input_nc_b)
+        return CoVAE32x32(cfg.ch, cfg.input_nc_a, cfg.input_nc_b, cfg.vae_head_std)
     raise ValueError(f"unknown model.arch '{cfg.arch}'")  # config validation lists the valid ones
 
 

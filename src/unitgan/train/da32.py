@@ -10,6 +10,15 @@ generator update on a new joint pass.
 - G update: a new joint pass; D (frozen) should call reconstructions and translations real; KL of the
   learned-sd latent and reconstruction (:func:`unitgan.losses.da32_gen_loss`).
 
+At log steps (``train.log_every``) of UNIT-DA (not source-only) two label-free alignment signals join the logged
+scalars:
+``align_acc_ab``, the accuracy of the class head (:meth:`DABase.classify`, eval mode) on the test-time translations
+x_ab (z = mu, eval mode, after the step's updates) through the target's path against the SOURCE labels y_a (x_ab keeps
+the class of its x_a when the translation is aligned); ``align_feat_gan_grad``, the norm of the weighted feature-
+matching loss's gradient over the weighted GAN loss's gradient w.r.t. the target's first D conv weight in the D update
+(how much the trunk's target path is shaped by the alignment pull rather than by real/fake). Neither draws random
+numbers or touches a gradient the update uses, so a run's weights do not depend on ``train.log_every``.
+
 Target images are classified through the target's private first D layer and the shared trunk
 (``classify(x_b, 'b')``); with ``da.source_only`` only the source path is trained (class loss on x_a) and target
 images are classified through it. Target labels are never read in training; the last step is the one
@@ -25,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from unitgan.config import Config
-from unitgan.losses import DA_CLS_W, da32_dis_loss, da32_gen_loss
+from unitgan.losses import DA_CLS_W, DA_GAN_W, da32_dis_loss, da32_gen_loss
 from unitgan.models import build_generator
 from unitgan.models.da32 import CoDis32x32
 from unitgan.runtime import set_requires_grad
@@ -64,14 +73,34 @@ class DA32Trainer(DABase):
             self.apply_update(loss.detach(), (self.opt_dis, self.dis))
             self.sched_dis.step()
             return {k: v.detach() for k, v in terms.items()}
-        loss_d, terms_d = self.dis_update(x_a, y_a, x_b)
+        log_step = self.is_log_step()
+        loss_d, terms_d = self.dis_update(x_a, y_a, x_b, log_step)
         loss_g, terms_g = self.gen_update(x_a, y_a, x_b)
         self.sched_dis.step()
         self.sched_gen.step()
+        if log_step:
+            terms_g["align_acc_ab"] = self.alignment_accuracy(x_a, y_a)
         return {"loss_d": loss_d, "loss_g": loss_g, **terms_d, **terms_g}
 
-    def dis_update(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor):
-        """The discriminator phase; returns its loss and terms (detached)."""
+    def is_log_step(self) -> bool:
+        """Whether the step being taken is one the loop logs (``train.log_every``, and the last one)."""
+        step = self.sched_dis.last_epoch + 1  # last_epoch = steps done, resumed runs included
+        return step % self.cfg.train.log_every == 0 or step == self.cfg.train.steps
+
+    @torch.no_grad()
+    def alignment_accuracy(self, x_a: torch.Tensor, y_a: torch.Tensor) -> torch.Tensor:
+        """Share of the test-time translations x_ab = gen(x_a) (eval mode, z = mu) that the class head (eval mode,
+        :meth:`DABase.classify`) puts in their source class y_a [N], read through the target's path
+        (:attr:`eval_domain`). Label-free for the target: only source labels are read."""
+        was_training = self.gen.training
+        self.gen.eval()
+        x_ab = self.gen(x_a, "a2b")  # [N, nc_b, 32, 32]
+        self.gen.train(was_training)
+        return (self.classify(x_ab, self.eval_domain).argmax(dim=1) == y_a).float().mean()
+
+    def dis_update(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor, log_step: bool = False):
+        """The discriminator phase; returns its loss and terms (detached). ``log_step``: also the gradient ratio
+        ``align_feat_gan_grad`` (two extra backward passes through the graph, no effect on the update)."""
         self.opt_dis.zero_grad(set_to_none=True)
         with torch.no_grad():
             out = self.gen.forward_pair(x_a, x_b)
@@ -95,9 +124,24 @@ class DA32Trainer(DABase):
             terms["cls_ab"] = F.cross_entropy(self.dis.classify(out.x_ab, self.eval_domain), y_a)
             loss = loss + self.cfg.da.cls_ab_w * terms["cls_ab"]
         loss = self.add_pseudo_label_loss(loss, terms, x_b, y_a)
+        if log_step:
+            terms["align_feat_gan_grad"] = self.feature_gan_grad_ratio(terms)
         loss.backward()
         self.apply_update(loss.detach(), (self.opt_dis, self.dis))
         return loss.detach(), {k: v.detach() for k, v in terms.items()}
+
+    def feature_gan_grad_ratio(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """|d(feat32_w x dis_feat)/dW| / |d(gan_w x (dis_gan_real + dis_gan_fake))/dW| for W the target's first D
+        conv weight, from the D phase's ``terms`` (graph kept for the update's own backward)."""
+        weight = self.dis.dis_b[0].weight
+        feat = self.cfg.da.feat32_w * terms["dis_feat"]
+        gan = DA_GAN_W * (terms["dis_gan_real"] + terms["dis_gan_fake"])
+        g_feat = None
+        if feat.requires_grad:
+            (g_feat,) = torch.autograd.grad(feat, weight, retain_graph=True, allow_unused=True)
+        (g_gan,) = torch.autograd.grad(gan, weight, retain_graph=True)
+        norm_feat = torch.zeros((), device=weight.device) if g_feat is None else g_feat.float().norm()
+        return (norm_feat / g_gan.float().norm().clamp_min(1e-12)).detach()
 
     def add_pseudo_label_loss(
         self, loss: torch.Tensor, terms: dict, x_b: torch.Tensor, y_a: torch.Tensor

@@ -51,14 +51,17 @@ def gen_forward(g: UNITGenerator, x_a: torch.Tensor, x_b: torch.Tensor) -> GenOu
     mu_a = g.encode(x_a, "a")  # [N, C, h, w]
     mu_b = g.encode(x_b, "b")
     z = UNITGenerator.sample(torch.cat([mu_a, mu_b]))  # [2N, C, h, w]: z_a then z_b
+    z_a, z_b = z.split(n)
     h = g.dec_shared(z)  # the shared generator blocks run once for both decoders
     x_aa, x_ba = g.dec_a(h).split(n)  # [N, Ca, H, W] each
     x_ab, x_bb = g.dec_b(h).split(n)
     mu_ba = g.encode(x_ba, "a")
     mu_ab = g.encode(x_ab, "b")
-    x_aba = g.decode(UNITGenerator.sample(mu_ab), "a")
-    x_bab = g.decode(UNITGenerator.sample(mu_ba), "b")
-    return GenOutputs(x_a, x_b, mu_a, mu_b, x_aa, x_bb, x_ab, x_ba, mu_ab, mu_ba, x_aba, x_bab)
+    z_ab = UNITGenerator.sample(mu_ab)
+    x_aba = g.decode(z_ab, "a")
+    z_ba = UNITGenerator.sample(mu_ba)
+    x_bab = g.decode(z_ba, "b")
+    return GenOutputs(x_a, x_b, mu_a, mu_b, x_aa, x_bb, x_ab, x_ba, mu_ab, mu_ba, x_aba, x_bab, z_a, z_b, z_ab, z_ba)
 
 
 class GenPhase(nn.Module):
