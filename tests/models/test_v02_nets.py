@@ -56,7 +56,7 @@ def test_v02_presets_have_the_authors_parameter_counts(preset):
 # (state dicts at seed 0 were also compared before/after by hash: identical)
 EXISTING_COUNTS = {
     "demo": (537_732, 389_700),
-    "small": (3_327_366, 1_554_692),
+    "small": (834_246, 390_276),
     "unit_paper": (18_008_838, 12_543_234),
     "unit_master": (21_698_438, 16_542_342),
 }
