@@ -16,7 +16,7 @@
 #                 bf16 compiled (benchmarks/speed.py)                           SPEED_SECONDS=60, COMPILE_SECONDS=90
 #   (c) demo      `unitgan demo` on the device                                          DEMO_SECONDS=90
 # Output: OUT/summary.json (each part's exit status, wall seconds and results), OUT/logs/*.log, OUT/da/ (the DA
-# run folder with metrics.jsonl), OUT/speed_eager.json, OUT/speed_compiled.json, OUT/demo/ (the demo's run).
+# run folder with metrics.jsonl), OUT/speed_eager/, OUT/speed_compiled/ (results.json and table.md of benchmarks/speed.py), OUT/demo/ (the demo's run).
 # With TINY=1 the networks are a few channels wide, the runs a few steps long, and the compiled row is skipped
 # (compiling on a CPU takes minutes; its command differs from the eager one only in --modes and --precisions). DATA: a folder with mnist.npz and usps.npz (default ../shared/data).
 set -uo pipefail
@@ -76,10 +76,10 @@ part() {  # part NAME SECONDS COMMAND...: run under a time cap, log to OUT/logs/
 part da "$DA_SECONDS" "$PY" -m unitgan train da_mnist2usps "data.a=$DATA/mnist.npz" "data.b=$DATA/usps.npz" \
   "train.out_dir=$OUT/da" "${DA_SET[@]}"
 part speed_eager "$SPEED_SECONDS" "$PY" benchmarks/speed.py --rows "$SPEED_ROW" --precisions fp32 bf16 \
-  --modes eager "${SPEED_SET[@]}" --json "$OUT/speed_eager.json"
+  --modes eager "${SPEED_SET[@]}" --out "$OUT/speed_eager"
 if [[ "$COMPILE_MODE" != skip ]]; then
   part speed_compiled "$COMPILE_SECONDS" "$PY" benchmarks/speed.py --rows "$SPEED_ROW" --precisions bf16 \
-    --modes "$COMPILE_MODE" "${SPEED_SET[@]}" --json "$OUT/speed_compiled.json"
+    --modes "$COMPILE_MODE" "${SPEED_SET[@]}" --out "$OUT/speed_compiled"
 fi
 part demo "$DEMO_SECONDS" "$PY" -m unitgan demo --out "$OUT/demo" --no-progress "${DEMO_SET[@]}"
 
@@ -115,7 +115,7 @@ parts["da"]["steps_done"] = max((r["step"] for r in rows), default=0)
 parts["da"]["evaluations"] = [by_step[s] for s in eval_steps]  # every da.eval_every iterations
 for name in ("speed_eager", "speed_compiled"):
     if name in parts:
-        parts[name]["results"] = read_json(out / f"{name}.json")
+        parts[name]["results"] = read_json(out / name / "results.json")
 if tiny:
     parts["speed_compiled"] = {"skipped": "TINY=1: compiling on a CPU takes minutes"}
 parts["da"]["results"] = read_json(out / "da" / "da_results.json")  # written when the run reaches its steps
