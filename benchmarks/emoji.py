@@ -392,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
                     items.append((method, "-", 0))
             elif seed == args.seeds[0]:  # untrained: one draw of the initial weights is enough
                 items.append((method, args.variants[0], seed))
+    if args.fid:  # the real images' features once, here, before the runs (each run reads them from the cache)
+        real_features(
+            args, splits(load_pair(args.data), args.max_train, args.max_images), load_inception(args.inception or None)
+        )
     results = run_cached(
         "emoji",
         items,
