@@ -225,74 +225,26 @@ def copy_pngs(src: Path, dst: Path, names: list[str]) -> None:
 
 
 # ----------------------------------------------------------------- CUT repo
-def cut_train_cmd(name, data, work, mode, direction, save_every, model="cut"):
-    cmd = [
-        sys.executable,
-        "train.py",
-        "--dataroot",
-        str(data),
-        "--name",
-        name,
-        "--model",
-        model,
-        "--gpu_ids",
-        "-1",
-        "--load_size",
-        str(SIZE),
-        "--crop_size",
-        str(SIZE),
-        "--direction",
-        direction,
-        "--checkpoints_dir",
-        str(work / "checkpoints"),
-        "--display_id",
-        "0",
-        "--no_html",
-        "--num_threads",
-        "0",
-        "--save_latest_freq",
-        str(save_every),
-        "--save_by_iter",
-        "--print_freq",
-        str(save_every),
-    ]
+def cut_common_args(script, name, data, work, mode, direction, model):
+    """The options the CUT repo's train.py and test.py share: data, size, direction, CPU, checkpoint folder."""
+    cmd = [sys.executable, script, "--dataroot", str(data), "--name", name, "--model", model, "--gpu_ids", "-1"]
+    cmd += ["--load_size", str(SIZE), "--crop_size", str(SIZE), "--direction", direction]
+    cmd += ["--checkpoints_dir", str(work / "checkpoints")]
     if model == "cut":
         cmd += ["--CUT_mode", mode]
     return cmd
+
+
+def cut_train_cmd(name, data, work, mode, direction, save_every, model="cut"):
+    cmd = cut_common_args("train.py", name, data, work, mode, direction, model)
+    cmd += ["--display_id", "0", "--no_html", "--num_threads", "0"]
+    return cmd + ["--save_latest_freq", str(save_every), "--save_by_iter", "--print_freq", str(save_every)]
 
 
 def cut_test_cmd(name, data, work, mode, direction, epoch, model="cut"):
-    cmd = [
-        sys.executable,
-        "test.py",
-        "--dataroot",
-        str(data),
-        "--name",
-        name,
-        "--model",
-        model,
-        "--gpu_ids",
-        "-1",
-        "--load_size",
-        str(SIZE),
-        "--crop_size",
-        str(SIZE),
-        "--direction",
-        direction,
-        "--checkpoints_dir",
-        str(work / "checkpoints"),
-        "--results_dir",
-        str(work / "results"),
-        "--phase",
-        "test",
-        "--num_test",
-        str(N_TEST),
-        "--epoch",
-        epoch,
-    ]
-    if model == "cut":
-        cmd += ["--CUT_mode", mode]
-    return cmd
+    cmd = cut_common_args("test.py", name, data, work, mode, direction, model)
+    cmd += ["--results_dir", str(work / "results"), "--phase", "test", "--num_test", str(N_TEST)]
+    return cmd + ["--epoch", epoch]
 
 
 def cut_ckpt_lister(ckpt_dir: Path):
