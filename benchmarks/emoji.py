@@ -237,6 +237,7 @@ def train_for_budget(args: argparse.Namespace, variant: str, seed: int, run_dir:
 def real_features(args: argparse.Namespace, data: dict, net) -> dict[str, torch.Tensor]:
     """Inception features of the scored split's real images of each style (cached in the out folder)."""
     path = args.out / f"real_features_{args.split}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         return torch.load(path, weights_only=True)
     feats = {d: extract_features(net, to_tensor(data[args.split][d]).split(50)) for d in ("a", "b")}
