@@ -348,7 +348,7 @@ def grid(args: argparse.Namespace, results: dict) -> Path:
         for j, img in enumerate(imgs):
             canvas.paste(Image.fromarray(img), (label_w + j * cell, i * cell))
     path = args.out / "grid.png"
-    canvas.save(path)
+    canvas.quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)  # a palette keeps the file small
     return path
 
 
