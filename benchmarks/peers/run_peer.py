@@ -215,6 +215,13 @@ def loads(files) -> bool:
         return False
 
 
+def run_test(cmd: list[str], checkout: Path, log_path: Path) -> None:
+    """Run a peer's test script on one thread in its checkout, its output to ``log_path``."""
+    print("[run_peer] $", " ".join(cmd), flush=True)
+    with open(log_path, "w") as log:
+        subprocess.run(cmd, cwd=checkout, env=one_thread_env(), stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
 def copy_pngs(src: Path, dst: Path, names: list[str]) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     missing = [n for n in names if not (src / n).exists()]
@@ -284,16 +291,7 @@ def run_cut_family(args, spec, out: Path, work: Path, names: list[str]) -> dict:
         )
         epoch = f"iter_{res['step']}"
         test_cmd = cut_test_cmd(name, args.data, work, mode, direction, epoch, model)
-        print("[run_peer] $", " ".join(test_cmd), flush=True)
-        with open(work / f"test_{direction}.log", "w") as log:
-            subprocess.run(
-                test_cmd,
-                cwd=args.checkout,
-                env=one_thread_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=True,
-            )
+        run_test(test_cmd, args.checkout, work / f"test_{direction}.log")
         images = work / "results" / name / f"test_{epoch}" / "images"
         if family == "cut":
             sub = "a2b" if direction == "AtoB" else "b2a"
@@ -404,16 +402,7 @@ def run_munit_family(args, spec, out: Path, work: Path, names: list[str]) -> dic
         if trainer == "MUNIT":
             # one random style per image (the script's default sampling), fixed seed
             test_cmd += ["--num_style", "1", "--seed", str(args.seed)]
-        print("[run_peer] $", " ".join(test_cmd), flush=True)
-        with open(work / f"test_{sub}.log", "w") as log:
-            subprocess.run(
-                test_cmd,
-                cwd=args.checkout,
-                env=one_thread_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=True,
-            )
+        run_test(test_cmd, args.checkout, work / f"test_{sub}.log")
         src = Path(str(dst) + "_00") if trainer == "MUNIT" else dst
         copy_pngs(src, out / sub, names)
         commands.append(" ".join(test_cmd))
