@@ -91,12 +91,6 @@ def _batches(x: torch.Tensor, batch: int):
     return (x[i : i + batch] for i in range(0, len(x), batch))
 
 
-def _paired(pred: torch.Tensor, target: torch.Tensor, threshold: float) -> dict[str, Any]:
-    """L1, PSNR, SSIM and pixel accuracy against the ground truth, with the per-image values."""
-    scores = paired_scores(pred, target, threshold)
-    return {k: v for k, v in scores.items() if k != "per_image"} | {"per_image": scores["per_image"]}
-
-
 def _ground_truth(folder: str, files: list[Path], channels: int, size: tuple[int, int]) -> torch.Tensor:
     """Images of ``folder`` with the same names as ``files`` (any image extension), resized to ``size``."""
     by_stem = {p.stem: p for p in list_images(folder)}
@@ -178,10 +172,10 @@ def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> Ev
         files_b = [ds_b.files[i] for i in range(len(x_b))]
         if opts.gt_a2b:
             gt = _ground_truth(opts.gt_a2b, files_a, cfg.model.input_nc_b, tuple(x_ab.shape[-2:]))
-            report.results["paired_a2b"] = _paired(x_ab, gt, opts.threshold)
+            report.results["paired_a2b"] = paired_scores(x_ab, gt, opts.threshold)
         if opts.gt_b2a:
             gt = _ground_truth(opts.gt_b2a, files_b, cfg.model.input_nc_a, tuple(x_ba.shape[-2:]))
-            report.results["paired_b2a"] = _paired(x_ba, gt, opts.threshold)
+            report.results["paired_b2a"] = paired_scores(x_ba, gt, opts.threshold)
 
     want_fid = opts.fid if opts.fid is not None else cfg.data.source in ("folder", "arrays")
     if want_fid:
