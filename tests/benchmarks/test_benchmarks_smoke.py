@@ -165,7 +165,14 @@ def test_da_digits_smoke(tmp_path, capsys):
     assert len(results) == 8  # four pairs x (source-only, UNIT-DA)
     assert all(0 <= r["target_acc"] <= 1 and r["cpu_s"] > 0 for r in results.values())
     assert (out / "data" / "mnistm.npz").is_file()
-    assert (out / "curves" / "mnist2usps_UNIT-DA_seed0.csv").read_text().startswith("step,target_acc,source_acc\n")
+    header = "step,target_acc,source_acc,align_acc_ab,align_feat_gan_grad"
+    da_curve = (out / "curves" / "mnist2usps_UNIT-DA_seed0.csv").read_text().splitlines()
+    assert da_curve[0] == header
+    step, target_acc, _, align_acc, grad_ratio = da_curve[-1].split(",")  # the last step logs both signals
+    assert step == "2" and float(target_acc) == round(results["mnist2usps/UNIT-DA/0"]["target_acc"], 4)
+    assert 0 <= float(align_acc) <= 1 and float(grad_ratio) > 0
+    so_curve = (out / "curves" / "mnist2usps_source-only_seed0.csv").read_text().splitlines()
+    assert so_curve[0] == header and so_curve[-1].endswith(",,")  # no translation to align in source-only
     text = capsys.readouterr().out
     assert "mnist2mnistm, UNIT-DA, seed 0" in text and "| mnist2digits |" in text
     row = next(line for line in text.splitlines() if line.startswith("| mnist2usps |"))
