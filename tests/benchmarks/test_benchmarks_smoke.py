@@ -337,3 +337,25 @@ def test_emoji_smoke_scores_match_the_saved_images(tmp_path, capsys):
     grid = Image.open(out / "grid.png")
     assert grid.size == (150 + 12 * 64, 2 * 4 * 64)  # per direction: input, untrained, unitgan, truth
     assert (out / "runs.csv").read_text().startswith("method,variant,seed,steps,cpu_s,a2b_l1,")
+
+
+def test_da_digits_authors_recipe_runs_the_preset_as_it_is(tmp_path):
+    """--recipe authors leaves out the MEASURED settings: the runs take the preset's own (the CoGAN recipe's
+    learning rate and feature weight, the authors' VAE-head init); --recipe preset applies them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    _digits(data / "mnist.npz", 12, 28, split=True)
+    _digits(data / "usps.npz", 12, 16, split=True)
+    bench = _script("da_digits")
+    tiny = ["train.steps=1", "data.batch_size=4", "model.ch=4", "model.dis_ch=4", "model.n_res=1"]
+    preset = load_config("da_mnist2usps")
+    for recipe in ("authors", "preset"):
+        out = tmp_path / recipe
+        args = ["--data", str(data), "--out", str(out), "--pairs", "mnist2usps", "--methods", "UNIT-DA"]
+        assert bench.main([*args, "--recipe", recipe, "--", *tiny]) == 0
+        cfg = load_config(out / "mnist2usps_UNIT-DA_seed0" / "config.yaml")
+        got = (cfg.optim.lr, cfg.optim.dis_lr, cfg.da.feat32_w, cfg.model.vae_head_std)
+        if recipe == "authors":
+            assert got == (preset.optim.lr, preset.optim.dis_lr, preset.da.feat32_w, preset.model.vae_head_std)
+        else:
+            assert got == (0.001, 0.001, 0.0001, 0.002)
