@@ -25,8 +25,10 @@ the same for both: the training emoji less the validation ones.
 
 Writes ``<out>/results.json`` (one entry per method and seed), ``<out>/table.md``, ``<out>/grid.png`` (rows:
 input, each method, truth, for 12 fixed emoji, both directions) and every translation as PNG under
-``<out>/translations/``, and ``<out>/runs.csv`` (one row per run); ``--export DIR`` copies the table, the CSV,
-the JSON and the grid to DIR. Rerunning the command skips finished runs.
+``<out>/translations/``, and ``<out>/runs.csv`` (one row per run); with ``--stages N``, ``<out>/curve.csv`` and
+``<out>/curve.png`` (each unitgan run scored after each N-th of its budget: L1 and pixel accuracy against CPU
+minutes). ``--export DIR`` copies the table, the CSVs, the JSON and the PNGs to DIR. Rerunning the command skips
+finished runs.
 """
 
 from __future__ import annotations
@@ -212,26 +214,37 @@ def recipe_config(args: argparse.Namespace, variant: str, seed: int, run_dir: Pa
     return load_config(args.preset, overrides)
 
 
-def train_for_budget(args: argparse.Namespace, variant: str, seed: int, run_dir: Path, root: Path) -> dict:
+def train_for_budget(
+    args: argparse.Namespace, variant: str, seed: int, run_dir: Path, root: Path, scored: dict | None = None
+) -> dict:
     """Train the recipe for ``args.budget_min`` CPU minutes: a timing run of a few steps, then the same
-    run resumed to the step count the measured rate allows (resume is exact, so this is one run)."""
+    run resumed to the step count the measured rate allows (resume is exact, so this is one run).
+
+    With ``args.stages`` > 1 the resumed part runs in that many equal parts, and after each the paired scores
+    of the ``scored`` split's translations (L1, pixel accuracy; no Inception) join ``curve``: the learning curve
+    of the one run, which ends at the same weights as an unstaged run."""
     calibration = args.calibration_steps
     with cpu_timer() as t0:
         result = train(recipe_config(args, variant, seed, run_dir, root, calibration), progress=False)
     if result.interrupted:
         raise KeyboardInterrupt
     steps = max(calibration, int(args.budget_min * 60 / (t0["cpu_s"] / calibration)))
-    with cpu_timer() as t1:
-        result = train(recipe_config(args, variant, seed, run_dir, root, steps), progress=False)
-    if result.interrupted:
-        raise KeyboardInterrupt
-    translator = Translator.from_checkpoint(result.checkpoint, device="cpu")
-    return {
-        "translator": translator,
-        "steps": result.step,
-        "cpu_s": t0["cpu_s"] + t1["cpu_s"],
-        "wall_s": t0["wall_s"] + t1["wall_s"],
-    }
+    cpu_s, wall_s, curve = t0["cpu_s"], t0["wall_s"], []
+    for k in range(1, args.stages + 1):
+        stage_steps = calibration + round((steps - calibration) * k / args.stages)
+        with cpu_timer() as t1:
+            result = train(recipe_config(args, variant, seed, run_dir, root, stage_steps), progress=False)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        cpu_s, wall_s = cpu_s + t1["cpu_s"], wall_s + t1["wall_s"]
+        translator = Translator.from_checkpoint(result.checkpoint, device="cpu")
+        if args.stages > 1 and scored is not None:
+            point = {"steps": result.step, "cpu_s": cpu_s}
+            for d, src, dst in (("a2b", "a", "b"), ("b2a", "b", "a")):
+                s = paired_scores(to_tensor(translate_all(translator, scored[src], d)), to_tensor(scored[dst]))
+                point |= {f"{d}_l1": s["l1"], f"{d}_pixel_accuracy": s["pixel_accuracy"]}
+            curve.append(point)
+    return {"translator": translator, "steps": result.step, "cpu_s": cpu_s, "wall_s": wall_s, "curve": curve}
 
 
 def real_features(args: argparse.Namespace, data: dict, net) -> dict[str, torch.Tensor]:
@@ -283,7 +296,7 @@ def run_one(method: str, variant: str, seed: int, args: argparse.Namespace) -> d
             torch.manual_seed(seed)
             translator = Translator(build_generator(cfg.model), cfg, torch.device("cpu"))
         elif method == "unitgan":
-            trained = train_for_budget(args, variant, seed, args.out / "runs" / f"{name}_seed{seed}", root)
+            trained = train_for_budget(args, variant, seed, args.out / "runs" / f"{name}_seed{seed}", root, split)
             translator = trained.pop("translator")
             info.update(trained)
         else:
@@ -352,6 +365,48 @@ def grid(args: argparse.Namespace, results: dict) -> Path:
     return path
 
 
+def write_curves(args: argparse.Namespace, results: dict) -> list[Path]:
+    """``curve.csv`` (one row per unitgan run and stage: method, variant, seed, steps, cpu_s, L1 and pixel
+    accuracy both ways) and ``curve.png`` (L1 against CPU minutes, identity's L1 dashed), when runs have curves."""
+    runs = {k: r for k, r in results.items() if r.get("curve")}
+    if not runs:
+        return []
+    columns = ["steps", "cpu_s", *(f"{d}_{k}" for d in ("a2b", "b2a") for k in ("l1", "pixel_accuracy"))]
+    csv_path = args.out / "curve.csv"
+    lines = [",".join(["method", "variant", "seed", *columns])]
+    for key, r in runs.items():
+        lines += [",".join([*key.split("/"), *(f"{p[c]:.6g}" for c in columns)]) for p in r["curve"]]
+    csv_path.write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    identity = next((r for r in results.values() if r["method"] == "identity"), None)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for ax, d, title in zip(
+        axes, ("a2b", "b2a"), ("A->B (Google -> Twitter)", "B->A (Twitter -> Google)"), strict=True
+    ):
+        for r in runs.values():
+            minutes = [p["cpu_s"] / 60 for p in r["curve"]]
+            ax.plot(
+                minutes, [p[f"{d}_l1"] for p in r["curve"]], marker="o", ms=3, label=f"{label(r)}, seed {r['seed']}"
+            )
+        if identity is not None:
+            ax.axhline(identity[d]["l1"], color="gray", ls="--", label="identity (input copied)")
+        ax.set_title(title)
+        ax.set_xlabel("training CPU minutes (1 thread)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"L1 to the true drawing, {args.split} split")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    png_path = args.out / "curve.png"
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return [csv_path, png_path]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["identity", "untrained", "unitgan"], metavar="METHOD")
@@ -359,6 +414,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--preset", default="small", help="the preset the unitgan runs start from")
     p.add_argument("--budget-min", type=float, default=30.0, help="CPU minutes of training per run (one thread)")
+    p.add_argument(
+        "--stages", type=int, default=1, help="score unitgan runs after each of N equal parts of the budget (a curve)"
+    )
     p.add_argument("--calibration-steps", type=int, default=40, help="steps of the timing run that sets the length")
     p.add_argument("--max-train", type=int, default=0, help="train on the first N training emoji (0 = all)")
     p.add_argument("--max-images", type=int, default=0, help="score the first N emoji of the split (0 = all)")
@@ -371,6 +429,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
     add_output_args(p, "emoji", "overrides of the preset for every unitgan run")
     args = p.parse_args(argv)
+    if args.stages < 1:
+        p.error(f"--stages must be >= 1, got {args.stages}")
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
@@ -428,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     write_runs_csv(args.out, flat, ["method", "variant", "seed"], columns)
     print(f"grid: {grid(args, results)}")
-    export(args.out, args.export, ["results.json", "table.md", "runs.csv", "grid.png"])
+    for path in write_curves(args, results):
+        print(f"curve: {path}")
+    export(args.out, args.export, ["results.json", "table.md", "runs.csv", "grid.png", "curve.csv", "curve.png"])
     return 0
 
 

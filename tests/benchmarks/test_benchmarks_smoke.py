@@ -359,3 +359,25 @@ def test_da_digits_authors_recipe_runs_the_preset_as_it_is(tmp_path):
             assert got == (preset.optim.lr, preset.optim.dis_lr, preset.da.feat32_w, preset.model.vae_head_std)
         else:
             assert got == (0.001, 0.001, 0.0001, 0.002)
+
+
+def test_emoji_stages_write_the_learning_curve_of_the_one_run(tmp_path):
+    """--stages 2: the unitgan run is scored after each half of its budget; its last point is the run's own
+    result (the same weights as the translations it saved), and curve.csv / curve.png are written."""
+    bench = _script("emoji")
+    out = tmp_path / "emoji"
+    tiny = ["model.ch=4", "model.dis_ch=4", "model.n_res=1", "model.dis_n_layers=2", "data.batch_size=2"]
+    args = ["--methods", "identity", "unitgan", "--split", "test", "--max-train", "16", "--max-images", "6"]
+    args += ["--budget-min", "0.05", "--calibration-steps", "2", "--stages", "2", "--no-fid"]
+    assert bench.main([*args, "--out", str(out), *tiny]) == 0
+    r = json.loads((out / "results.json").read_text())["unitgan/recipe/0"]
+    curve = r["curve"]
+    assert len(curve) == 2 and curve[1]["steps"] == r["steps"] >= 4  # 2 calibration steps, then two parts
+    assert abs((curve[1]["steps"] - 2) - 2 * (curve[0]["steps"] - 2)) <= 1  # equal parts of the budget's steps
+    assert curve[0]["cpu_s"] < curve[1]["cpu_s"] == pytest.approx(r["cpu_s"])
+    for d in ("a2b", "b2a"):
+        assert curve[1][f"{d}_l1"] == pytest.approx(r[d]["l1"], abs=1e-6)
+        assert curve[1][f"{d}_pixel_accuracy"] == pytest.approx(r[d]["pixel_accuracy"], abs=1e-6)
+    rows = (out / "curve.csv").read_text().splitlines()
+    assert rows[0].startswith("method,variant,seed,steps,cpu_s,a2b_l1") and len(rows) == 3
+    assert Image.open(out / "curve.png").size[0] > 0
