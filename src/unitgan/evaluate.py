@@ -143,7 +143,7 @@ def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> Ev
         cfg.data.root = opts.data_root
     report = EvalReport(str(path), int(state.get("step", 0)))
     if cfg.da.enabled:
-        from unitgan.train.da import evaluate_da
+        from unitgan.train.da.common import evaluate_da
         from unitgan.train.registry import trainer_class
 
         trainer = trainer_class(cfg)(cfg, torch.device(opts.device))  # DATrainer, or DA32Trainer (covae32)

@@ -12,8 +12,8 @@ import torch
 from unitgan.config import load_config
 from unitgan.data.mnistm import blend
 from unitgan.errors import UnitganError
-from unitgan.models.da import DADiscriminator
-from unitgan.train.da import DATrainer
+from unitgan.models.da.reduced import DADiscriminator
+from unitgan.train.da.reduced import DATrainer
 from unitgan.train.loop import train
 
 torch.set_num_threads(1)
@@ -145,7 +145,7 @@ def test_train_da_end_to_end_and_resume(tmp_path, source_only):
     assert res["n_target_test"] == 16
     # the reported accuracy is that of the checkpoint's class head on the 16 target test images
     from unitgan.checkpoint import load_checkpoint
-    from unitgan.train.da import load_split
+    from unitgan.train.da.common import load_split
 
     trainer = DATrainer(cfg, torch.device("cpu"))
     trainer.load_state(load_checkpoint(result.checkpoint), weights_only=True)
@@ -280,7 +280,7 @@ def test_da_resume_refuses_the_other_da_trainers_checkpoint(tmp_path):
 
 
 def test_da_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch):
-    import unitgan.train.da as da_mod
+    import unitgan.train.da.reduced as da_mod
 
     real = da_mod.l1_loss
     monkeypatch.setattr(da_mod, "l1_loss", lambda a, b: real(a, b) + float("nan"))

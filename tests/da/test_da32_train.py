@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from unitgan.checkpoint import load_checkpoint
 from unitgan.config import load_config
 from unitgan.errors import UnitganError
-from unitgan.train.base import align_distribution
-from unitgan.train.da import DATrainer
-from unitgan.train.da32 import DA32Trainer
+from unitgan.train.da.authors import DA32Trainer
+from unitgan.train.da.common import align_distribution
+from unitgan.train.da.reduced import DATrainer
 from unitgan.train.loop import train
 from unitgan.train.registry import trainer_class
 

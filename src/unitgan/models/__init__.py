@@ -25,7 +25,7 @@ from __future__ import annotations
 from torch import nn
 
 from unitgan.config import ModelConfig
-from unitgan.models.da32 import CoVAE32x32
+from unitgan.models.da.authors import CoVAE32x32
 from unitgan.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator
 from unitgan.models.munit import MUNITGenerator, spread_rows, style_bank_problem
 from unitgan.models.unit import UNITGenerator

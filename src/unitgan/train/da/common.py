@@ -1,25 +1,10 @@
-"""UNIT-DA: unsupervised domain adaptation with UNIT, and the source-only baseline on the same trunk.
+"""What the two digit-adaptation trainers share: :class:`DABase` (data, evaluation hook, optimiser step with the
+non-finite guard, checkpoint state), the test-set accuracy (:func:`evaluate_da`) and the pseudo-labels'
+distribution alignment (:func:`align_distribution`).
 
-Domain A is the labelled source, domain B the unlabelled target. One step is one encoder/generator update
-and one discriminator update, as in plain UNIT, with two additions (the paper's digits protocol):
-
-- the discriminators' high-level layers are shared (:class:`~unitgan.models.da.DADiscriminator`) and carry a
-  class head trained on **source labels only**: real source images x_a (weight ``da.cls_w``) and source
-  images translated into the target domain, x_ab, which keep their source label (weight ``da.cls_ab_w``);
-- the trunk features of x_aa and x_ab (decoded from the same latent z_a) are pulled together, and those of
-  x_bb and x_ba likewise (L1, weight ``da.feat_w``). In the authors' DA code this is a discriminator loss
-  (``da.feat_update: dis``): the trunk learns to map a translation to the features of the reconstruction from
-  the same latent, so target images and source images meet in one feature space the class head reads;
-- with ``da.recon_fake`` the discriminators also judge the reconstructions x_aa and x_bb as fakes (and the
-  generators want them judged real), as in the authors' DA code.
-
-Target labels are never read during training; the run ends at ``train.steps`` (the last step is the one
-evaluated into ``da_results.json``, no checkpoint is chosen by target accuracy; ``da.eval_every`` adds a
-learning curve to ``metrics.jsonl``). It runs in the one training loop (``unitgan.train.loop``) as the
-trainer ``unit_da`` (its data, evaluation and checkpoint state are :class:`DABase`'s, shared with the
-authors'-networks trainer ``unitgan.train.da32``): resume, signals, the non-finite guard and torchrun work as
-for UNIT. With ``da.source_only`` only the source path of the classifier (private_a + trunk + head) is
-trained, and target images are classified through that same path.
+The trainers: ``unitgan.train.da.reduced.DATrainer`` (the reduced design: the UNIT generator and
+:class:`~unitgan.models.da.reduced.DADiscriminator`) and ``unitgan.train.da.authors.DA32Trainer`` (the authors'
+networks, ``model.arch=covae32``).
 """
 
 from __future__ import annotations
@@ -30,17 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from unitgan.config import Config
 from unitgan.data import build_domain
 from unitgan.errors import UnitganError
-from unitgan.losses import gan_d_loss, gan_g_loss, kl_loss, l1_loss
 from unitgan.metrics.da import classification_accuracy
-from unitgan.models import UNITGenerator, build_generator
-from unitgan.models.da import DADiscriminator
-from unitgan.runtime import atomic_write_text, set_requires_grad
+from unitgan.runtime import atomic_write_text
 from unitgan.train.base import (
     TrainData,
     WeightAverage,
@@ -57,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class DABase(nn.Module):
-    """What the DA trainers share (:class:`DATrainer`, ``unitgan.train.da32.DA32Trainer``): the data, the
+    """What the DA trainers share (``unitgan.train.da.reduced.DATrainer``, ``unitgan.train.da.authors.DA32Trainer``): the data, the
     evaluation hook, the optimiser step with the non-finite guard, and the checkpoint state. A subclass builds
     ``gen``, ``dis`` (with ``classify(x, domain)``), ``opt_gen``, ``opt_dis``, ``sched_gen``, ``sched_dis``
     (through :meth:`setup`) and implements ``train_step``. Implements :class:`unitgan.train.base.Trainer`."""
@@ -196,115 +177,12 @@ class DABase(nn.Module):
                 apply_optim_settings(self.opt_dis, self.sched_dis, o.dis_lr or o.lr, self.cfg)
 
 
-class DATrainer(DABase):
-    """``gen`` (the UNIT encoders/generators), ``dis`` (both discriminators with the shared trunk and the
-    class head), their Adam optimisers and step schedulers (the reduced UNIT-DA design)."""
-
-    def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
-        """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
-        super().__init__()
-        for key, value in (
-            ("target_path", cfg.da.target_path != "b"),
-            ("sem_ab_w", cfg.da.sem_ab_w != 0),
-            ("pseudo_w", cfg.da.pseudo_w != 0),
-        ):
-            if value:
-                raise UnitganError(
-                    f"config key 'da.{key}' is only read by model.arch=covae32 (the reduced design ignores it)"
-                )
-        self.setup(cfg, device, ddp, build_generator(cfg.model), DADiscriminator(cfg))
-
-    def train_step(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One E/G update and one D update (only the classifier update when source-only). Both gradients are
-        taken before either optimiser steps (the D pass reads only detached translations), so a non-finite
-        step can be skipped whole (``train.nonfinite=skip``)."""
-        x_a, y_a, x_b = x_a.to(self.device), y_a.to(self.device), x_b.to(self.device)
-        self.train()
-        self.opt_gen.zero_grad(set_to_none=True)
-        self.opt_dis.zero_grad(set_to_none=True)
-        if self.cfg.da.source_only:
-            loss = F.cross_entropy(self.dis.classify(x_a, "a"), y_a)
-            loss.backward()
-            stats = {"cls_a": loss.detach()}
-            self.apply_update(loss.detach(), (self.opt_dis, self.dis))
-            self.sched_dis.step()
-            return stats
-        loss_g, terms, fake_a, fake_b, x_aa, x_bb = self._gen_backward(x_a, x_b)
-        loss_d = self._dis_backward(x_a, y_a, x_b, fake_a, fake_b, x_aa, x_bb, terms)
-        self.apply_update(torch.stack([loss_g, loss_d]), (self.opt_gen, self.gen), (self.opt_dis, self.dis))
-        self.sched_gen.step()
-        self.sched_dis.step()
-        return {"loss_g": loss_g, "loss_d": loss_d, **terms}
-
-    def _gen_backward(self, x_a: torch.Tensor, x_b: torch.Tensor):
-        """The E/G loss (UNIT's terms, plus the DA feature loss with ``da.feat_update`` gen/both) and its
-        backward; the discriminator is frozen."""
-        w, da, gan_type = self.cfg.loss, self.cfg.da, self.cfg.model.gan_type
-        g, n = self.gen, x_a.shape[0]
-        set_requires_grad(self.dis, False)
-        mu_a, mu_b = g.encode(x_a, "a"), g.encode(x_b, "b")  # [N, C, h, w]
-        z = UNITGenerator.sample(torch.cat([mu_a, mu_b]))  # z_a then z_b
-        x_aa, x_ba = g.decode(z, "a").split(n)
-        x_ab, x_bb = g.decode(z, "b").split(n)
-        # fakes in one pass per domain: translations, then (recon_fake) reconstructions
-        fake_a = torch.cat([x_ba, x_aa]) if da.recon_fake else x_ba
-        fake_b = torch.cat([x_ab, x_bb]) if da.recon_fake else x_ab
-        s_fa, _, h_fa = self.dis(fake_a, "a")
-        s_fb, _, h_fb = self.dis(fake_b, "b")
-        terms = {
-            "gan_a": gan_g_loss(s_fa, gan_type),
-            "gan_b": gan_g_loss(s_fb, gan_type),
-            "kl_a": kl_loss(mu_a),
-            "kl_b": kl_loss(mu_b),
-            "recon_a": l1_loss(x_aa, x_a),
-            "recon_b": l1_loss(x_bb, x_b),
-        }
-        loss_g = (
-            w.gan_w * (terms["gan_a"] + terms["gan_b"])
-            + w.kl_w * (terms["kl_a"] + terms["kl_b"])
-            + w.recon_w * (terms["recon_a"] + terms["recon_b"])
-        )
-        if w.cyc_recon_w > 0 or w.cyc_kl_w > 0:  # the cycle costs two encodes and decodes more: skip when off
-            mu_ba, mu_ab = g.encode(x_ba, "a"), g.encode(x_ab, "b")
-            terms["cyc_kl_a"], terms["cyc_kl_b"] = kl_loss(mu_ba), kl_loss(mu_ab)
-            terms["cyc_recon_a"] = l1_loss(g.decode(UNITGenerator.sample(mu_ab), "a"), x_a)
-            terms["cyc_recon_b"] = l1_loss(g.decode(UNITGenerator.sample(mu_ba), "b"), x_b)
-            loss_g = loss_g + w.cyc_kl_w * (terms["cyc_kl_a"] + terms["cyc_kl_b"])
-            loss_g = loss_g + w.cyc_recon_w * (terms["cyc_recon_a"] + terms["cyc_recon_b"])
-        if da.feat_w > 0 and da.feat_update in ("gen", "both"):  # same latent, same trunk features
-            h_aa = h_fa[n:] if da.recon_fake else self.dis.features(x_aa, "a")
-            h_bb = h_fb[n:] if da.recon_fake else self.dis.features(x_bb, "b")
-            terms["feat_g"] = l1_loss(h_aa, h_fb[:n]) + l1_loss(h_bb, h_fa[:n])
-            loss_g = loss_g + da.feat_w * terms["feat_g"]
-        loss_g.backward()
-        set_requires_grad(self.dis, True)
-        terms = {k: v.detach() for k, v in terms.items()}
-        return loss_g.detach(), terms, fake_a.detach(), fake_b.detach(), x_aa.detach(), x_bb.detach()
-
-    def _dis_backward(self, x_a, y_a, x_b, fake_a, fake_b, x_aa, x_bb, terms: dict) -> torch.Tensor:
-        """The D loss and its backward: GAN on both domains, class head on source labels only, and
-        (``da.feat_update`` dis/both) the trunk learns to give x_ab the features of x_aa and x_ba those of
-        x_bb. Adds its terms to ``terms``."""
-        w, da, gan_type, n = self.cfg.loss, self.cfg.da, self.cfg.model.gan_type, x_a.shape[0]
-        s_a, c_a, h_a = self.dis(torch.cat([x_a, fake_a]), "a")  # real, x_ba[, x_aa]
-        s_b, c_b, h_b = self.dis(torch.cat([x_b, fake_b]), "b")  # real, x_ab[, x_bb]
-        new = {
-            "dis_a": gan_d_loss([s[:n] for s in s_a], [s[n:] for s in s_a], gan_type),
-            "dis_b": gan_d_loss([s[:n] for s in s_b], [s[n:] for s in s_b], gan_type),
-            "cls_a": F.cross_entropy(c_a[:n], y_a),
-        }
-        loss_d = w.gan_w * (new["dis_a"] + new["dis_b"]) + da.cls_w * new["cls_a"]
-        if da.cls_ab_w > 0:
-            new["cls_ab"] = F.cross_entropy(c_b[n : 2 * n], y_a)  # x_ab keeps the label of its x_a
-            loss_d = loss_d + da.cls_ab_w * new["cls_ab"]
-        if da.feat_w > 0 and da.feat_update in ("dis", "both"):
-            h_aa = h_a[2 * n :] if da.recon_fake else self.dis.features(x_aa, "a")
-            h_bb = h_b[2 * n :] if da.recon_fake else self.dis.features(x_bb, "b")
-            new["feat_d"] = l1_loss(h_b[n : 2 * n], h_aa) + l1_loss(h_a[n : 2 * n], h_bb)
-            loss_d = loss_d + da.feat_w * new["feat_d"]
-        loss_d.backward()
-        terms.update({k: v.detach() for k, v in new.items()})
-        return loss_d.detach()
+def align_distribution(probs: torch.Tensor, pred_mean: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Distribution alignment (ReMixMatch, Berthelot et al. 2020): scale class probabilities probs [N, K] by
+    prior [K] / pred_mean [K] (the class shares they should have / the ones the model has been predicting)
+    and renormalise each row. A class the model has stopped predicting is scaled up, one it over-predicts down."""
+    aligned = probs * prior / pred_mean.clamp_min(1e-6)  # [N, K]
+    return aligned / aligned.sum(dim=1, keepdim=True)
 
 
 def load_split(cfg: Config, domain: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
