@@ -38,7 +38,7 @@ from unitgan.losses import DA_CLS_W, DA_GAN_W, da32_dis_loss, da32_gen_loss
 from unitgan.models import build_generator
 from unitgan.models.da.authors import CoDis32x32
 from unitgan.runtime import set_requires_grad
-from unitgan.train.da.common import DABase, align_distribution
+from unitgan.train.da.common import DABase, align_distribution, refuse_ignored_keys
 from unitgan.train.distributed import average_tensor
 
 ALIGN_MOMENTUM = 0.99  # da.pseudo_align: the running class shares average about the last 100 batches
@@ -50,6 +50,7 @@ class DA32Trainer(DABase):
     def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
         """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
         super().__init__()
+        refuse_ignored_keys(cfg, "authors")
         m = cfg.model
         dis = CoDis32x32(m.dis_ch, m.input_nc_a, m.input_nc_b, cfg.da.n_classes)
         self.setup(cfg, device, ddp, build_generator(m), dis)

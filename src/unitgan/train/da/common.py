@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unitgan.config import Config
+from unitgan.config import Config, DAConfig
 from unitgan.data import build_domain
 from unitgan.errors import UnitganError
 from unitgan.metrics.da import classification_accuracy
@@ -35,6 +35,36 @@ from unitgan.train.base import (
 from unitgan.train.distributed import average_gradients
 
 log = logging.getLogger(__name__)
+
+# The da.* keys each design never reads. A value other than the default would change nothing, so it is refused
+# (READ_BY says which design reads the key instead).
+IGNORED_DA_KEYS: dict[str, tuple[str, ...]] = {
+    "reduced": (
+        "target_path",
+        "sem_ab_w",
+        "pseudo_w",
+        "sem_path",
+        "pseudo_threshold",
+        "pseudo_start",
+        "pseudo_align",
+        "feat32_w",
+    ),
+    "authors": ("dis_n_private", "dropout", "cls_w", "feat_w", "feat_update", "recon_fake"),
+}
+READ_BY = {"reduced": "the reduced design, model.arch=unit", "authors": "model.arch=covae32"}
+DESIGN_NAMES = {"reduced": "the reduced design", "authors": "model.arch=covae32"}
+
+
+def refuse_ignored_keys(cfg: Config, design: str) -> None:
+    """Raise UnitganError naming the first key of ``IGNORED_DA_KEYS[design]`` ('reduced' or 'authors') whose value in
+    ``cfg.da`` is not the default: the design would silently ignore it."""
+    other = "authors" if design == "reduced" else "reduced"
+    defaults = DAConfig()
+    for key in IGNORED_DA_KEYS[design]:
+        if getattr(cfg.da, key) != getattr(defaults, key):
+            raise UnitganError(
+                f"config key 'da.{key}' is only read by {READ_BY[other]} ({DESIGN_NAMES[design]} ignores it)"
+            )
 
 
 class DABase(nn.Module):

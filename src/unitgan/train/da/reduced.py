@@ -28,12 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from unitgan.config import Config
-from unitgan.errors import UnitganError
 from unitgan.losses import gan_d_loss, gan_g_loss, kl_loss, l1_loss
 from unitgan.models import UNITGenerator, build_generator
 from unitgan.models.da.reduced import DADiscriminator
 from unitgan.runtime import set_requires_grad
-from unitgan.train.da.common import DABase
+from unitgan.train.da.common import DABase, refuse_ignored_keys
 
 
 class DATrainer(DABase):
@@ -43,15 +42,7 @@ class DATrainer(DABase):
     def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
         """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
         super().__init__()
-        for key, value in (
-            ("target_path", cfg.da.target_path != "b"),
-            ("sem_ab_w", cfg.da.sem_ab_w != 0),
-            ("pseudo_w", cfg.da.pseudo_w != 0),
-        ):
-            if value:
-                raise UnitganError(
-                    f"config key 'da.{key}' is only read by model.arch=covae32 (the reduced design ignores it)"
-                )
+        refuse_ignored_keys(cfg, "reduced")
         self.setup(cfg, device, ddp, build_generator(cfg.model), DADiscriminator(cfg))
 
     def train_step(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
