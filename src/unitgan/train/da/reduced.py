@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from unitgan.config import Config
-from unitgan.losses import gan_d_loss, gan_g_loss, kl_loss, l1_loss
+from unitgan.losses import GenOutputs, gan_d_loss, l1_loss, unit_gen_loss
 from unitgan.models import UNITGenerator, build_generator
 from unitgan.models.da.reduced import DADiscriminator
 from unitgan.runtime import set_requires_grad
@@ -68,8 +68,9 @@ class DATrainer(DABase):
         return {"loss_g": loss_g, "loss_d": loss_d, **terms}
 
     def _gen_backward(self, x_a: torch.Tensor, x_b: torch.Tensor):
-        """The E/G loss (UNIT's terms, plus the DA feature loss with ``da.feat_update`` gen/both) and its
-        backward; the discriminator is frozen."""
+        """The E/G loss (UNIT's objective, :func:`unitgan.losses.unit_gen_loss`, with the GAN terms on the fakes
+        of :meth:`_dis_backward`, plus the DA feature loss with ``da.feat_update`` gen/both) and its backward; the
+        discriminator is frozen."""
         w, da, gan_type = self.cfg.loss, self.cfg.da, self.cfg.model.gan_type
         g, n = self.gen, x_a.shape[0]
         set_requires_grad(self.dis, False)
@@ -82,34 +83,24 @@ class DATrainer(DABase):
         fake_b = torch.cat([x_ab, x_bb]) if da.recon_fake else x_ab
         s_fa, _, h_fa = self.dis(fake_a, "a")
         s_fb, _, h_fb = self.dis(fake_b, "b")
-        terms = {
-            "gan_a": gan_g_loss(s_fa, gan_type),
-            "gan_b": gan_g_loss(s_fb, gan_type),
-            "kl_a": kl_loss(mu_a),
-            "kl_b": kl_loss(mu_b),
-            "recon_a": l1_loss(x_aa, x_a),
-            "recon_b": l1_loss(x_bb, x_b),
-        }
-        loss_g = (
-            w.gan_w * (terms["gan_a"] + terms["gan_b"])
-            + w.kl_w * (terms["kl_a"] + terms["kl_b"])
-            + w.recon_w * (terms["recon_a"] + terms["recon_b"])
-        )
+        mu_ab = mu_ba = x_aba = x_bab = z_ab = z_ba = None
         if w.cyc_recon_w > 0 or w.cyc_kl_w > 0:  # the cycle costs two encodes and decodes more: skip when off
             mu_ba, mu_ab = g.encode(x_ba, "a"), g.encode(x_ab, "b")
-            terms["cyc_kl_a"], terms["cyc_kl_b"] = kl_loss(mu_ba), kl_loss(mu_ab)
-            terms["cyc_recon_a"] = l1_loss(g.decode(UNITGenerator.sample(mu_ab), "a"), x_a)
-            terms["cyc_recon_b"] = l1_loss(g.decode(UNITGenerator.sample(mu_ba), "b"), x_b)
-            loss_g = loss_g + w.cyc_kl_w * (terms["cyc_kl_a"] + terms["cyc_kl_b"])
-            loss_g = loss_g + w.cyc_recon_w * (terms["cyc_recon_a"] + terms["cyc_recon_b"])
+            z_ab = UNITGenerator.sample(mu_ab)
+            x_aba = g.decode(z_ab, "a")
+            z_ba = UNITGenerator.sample(mu_ba)
+            x_bab = g.decode(z_ba, "b")
+        z_a, z_b = z.split(n)
+        out = GenOutputs(x_a, x_b, mu_a, mu_b, x_aa, x_bb, x_ab, x_ba, mu_ab, mu_ba, x_aba, x_bab, z_a, z_b, z_ab, z_ba)
+        loss_g, terms = unit_gen_loss(out, s_fb, s_fa, w, gan_type)  # with recon_fake, the fakes hold x_aa / x_bb
         if da.feat_w > 0 and da.feat_update in ("gen", "both"):  # same latent, same trunk features
             h_aa = h_fa[n:] if da.recon_fake else self.dis.features(x_aa, "a")
             h_bb = h_fb[n:] if da.recon_fake else self.dis.features(x_bb, "b")
-            terms["feat_g"] = l1_loss(h_aa, h_fb[:n]) + l1_loss(h_bb, h_fa[:n])
-            loss_g = loss_g + da.feat_w * terms["feat_g"]
+            feat_g = l1_loss(h_aa, h_fb[:n]) + l1_loss(h_bb, h_fa[:n])
+            terms["feat_g"] = feat_g.detach()
+            loss_g = loss_g + da.feat_w * feat_g
         loss_g.backward()
         set_requires_grad(self.dis, True)
-        terms = {k: v.detach() for k, v in terms.items()}
         return loss_g.detach(), terms, fake_a.detach(), fake_b.detach(), x_aa.detach(), x_bb.detach()
 
     def _dis_backward(self, x_a, y_a, x_b, fake_a, fake_b, x_aa, x_bb, terms: dict) -> torch.Tensor:
