@@ -32,7 +32,7 @@ from PIL import Image
 from torch import nn
 
 from unitgan.budget import check_model_fits, pixel_limit, translate_bytes_per_pixel
-from unitgan.checkpoint import load_checkpoint, resolve_checkpoint, state_dict_problem
+from unitgan.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
 from unitgan.config import Config, config_from_dict
 from unitgan.data.filelist import list_images
 from unitgan.data.io import (
@@ -85,13 +85,7 @@ def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Co
         raise UnitganError(f"checkpoint '{path}' holds an invalid config: {e}") from None
     check_model_fits(cfg, f"checkpoint '{path}'")  # before anything is built
     gen = build_generator(cfg.model)
-    key = "gen_ema" if isinstance(state.get("gen_ema"), dict) else "gen"  # train.ema: the average translates
-    problem = state_dict_problem(gen, state[key])
-    if problem and "NaN" in problem:
-        raise UnitganError(f"checkpoint '{path}' is refused: {problem} (it would translate to blank images)")
-    if problem:
-        raise UnitganError(f"checkpoint '{path}' does not match its config: {problem}")
-    gen.load_state_dict(state[key])
+    load_weights(gen, state, "gen", path, "it would translate to blank images")  # train.ema: the average translates
     if isinstance(gen, MUNITGenerator) and (problem := gen.bank_problem()):
         raise UnitganError(f"checkpoint '{path}' is refused: {problem}")
     return gen, cfg, state

@@ -148,7 +148,7 @@ def test_train_da_end_to_end_and_resume(tmp_path, source_only):
     assert res["n_target_test"] == 16
     # the reported accuracy is that of the checkpoint's class head on the 16 target test images
     from unitgan.checkpoint import load_checkpoint
-    from unitgan.train.da.common import load_split
+    from unitgan.metrics.da import load_split
 
     trainer = DATrainer(cfg, torch.device("cpu"))
     trainer.load_state(load_checkpoint(result.checkpoint), weights_only=True)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from unitgan.config import Config
 from unitgan.losses import DA_CLS_W, DA_GAN_W, da32_dis_loss, da32_gen_loss
 from unitgan.models import build_generator
-from unitgan.models.da.authors import CoDis32x32
+from unitgan.models.da import build_discriminator
 from unitgan.runtime import set_requires_grad
 from unitgan.train.da.common import DABase, align_distribution, refuse_ignored_keys
 from unitgan.train.distributed import average_tensor
@@ -51,9 +51,8 @@ class DA32Trainer(DABase):
         """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
         super().__init__()
         refuse_ignored_keys(cfg, "authors")
-        m = cfg.model
-        dis = CoDis32x32(m.dis_ch, m.input_nc_a, m.input_nc_b, cfg.da.n_classes)
-        self.setup(cfg, device, ddp, build_generator(m), dis)
+        dis = build_discriminator(cfg)  # CoDis32x32; built before the generator (its init draws first)
+        self.setup(cfg, device, ddp, build_generator(cfg.model), dis)
         # da.pseudo_align: running class shares [K] of the teacher's target predictions and of the source labels
         uniform = torch.full((cfg.da.n_classes,), 1.0 / cfg.da.n_classes, device=device)
         self.pred_mean_b, self.prior_a = uniform.clone(), uniform.clone()

@@ -1,6 +1,6 @@
 """What the two digit-adaptation trainers share: :class:`DABase` (data, evaluation hook, optimiser step with the
-non-finite guard, checkpoint state), the test-set accuracy (:func:`evaluate_da`) and the pseudo-labels'
-distribution alignment (:func:`align_distribution`).
+non-finite guard, checkpoint state), the rule refusing the keys a design ignores (:func:`refuse_ignored_keys`)
+and the pseudo-labels' distribution alignment (:func:`align_distribution`).
 
 The trainers: ``unitgan.train.da.reduced.DATrainer`` (the reduced design: the UNIT generator and
 :class:`~unitgan.models.da.reduced.DADiscriminator`) and ``unitgan.train.da.authors.DA32Trainer`` (the authors'
@@ -20,7 +20,8 @@ from torch import nn
 from unitgan.config import Config, DAConfig
 from unitgan.data import build_domain
 from unitgan.errors import UnitganError
-from unitgan.metrics.da import classification_accuracy
+from unitgan.metrics.da import da_accuracy
+from unitgan.models.da import eval_domain
 from unitgan.runtime import atomic_write_text
 from unitgan.train.base import (
     TrainData,
@@ -103,7 +104,7 @@ class DABase(nn.Module):
     def eval_domain(self) -> str:
         """The path target images take through the classifier: ``da.target_path`` ('b' for UNIT-DA as the authors,
         'a' = the source's first layer) or 'a' (source-only)."""
-        return "a" if self.cfg.da.source_only else self.cfg.da.target_path
+        return eval_domain(self.cfg)
 
     def data(self, start_step: int, rank: int, world_size: int) -> TrainData:
         """Labelled source batches and unlabelled target batches: a step's batch is ``(x_a, y_a, x_b)``."""
@@ -154,7 +155,7 @@ class DABase(nn.Module):
 
     def evaluate(self, step: int, run_dir: Path, final: bool) -> dict[str, float]:
         """Target (and source) test accuracy; at the end of the run also into ``da_results.json``."""
-        results = evaluate_da(self, self.cfg, self._test_splits)
+        results = da_accuracy(self.classify, self.eval_domain, self.cfg, self._test_splits)
         if final:
             kind = "source-only classifier" if self.cfg.da.source_only else "UNIT-DA"
             atomic_write_text(
@@ -213,29 +214,3 @@ def align_distribution(probs: torch.Tensor, pred_mean: torch.Tensor, prior: torc
     and renormalise each row. A class the model has stopped predicting is scaled up, one it over-predicts down."""
     aligned = probs * prior / pred_mean.clamp_min(1e-6)  # [N, K]
     return aligned / aligned.sum(dim=1, keepdim=True)
-
-
-def load_split(cfg: Config, domain: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images [N, C, S, S] and labels [N] of one domain's split (for evaluation)."""
-    ds = build_domain(cfg, domain, split, return_labels=True)
-    if not getattr(ds, "return_labels", False):
-        raise UnitganError(f"data.{domain} has no labels for split '{split}'; DA accuracy needs them")
-    items = [ds[i] for i in range(len(ds))]
-    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
-
-
-def evaluate_da(
-    trainer: DABase, cfg: Config, splits: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-) -> dict[str, float]:
-    """Accuracy of the class head on the target test set (and on the source test set, for reference).
-
-    ``splits`` caches the loaded test sets between calls (filled on the first call when given)."""
-    splits = {} if splits is None else splits
-    if not splits:
-        splits["b"], splits["a"] = load_split(cfg, "b", "test"), load_split(cfg, "a", "test")
-    (x_b, y_b), (x_a, y_a) = splits["b"], splits["a"]
-    return {
-        "target_acc": classification_accuracy(lambda x: trainer.classify(x, trainer.eval_domain), x_b, y_b),
-        "source_acc": classification_accuracy(lambda x: trainer.classify(x, "a"), x_a, y_a),
-        "n_target_test": len(x_b),
-    }

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from unitgan.config import Config
 from unitgan.losses import GenOutputs, gan_d_loss, l1_loss, unit_gen_loss
 from unitgan.models import UNITGenerator, build_generator
-from unitgan.models.da.reduced import DADiscriminator
+from unitgan.models.da import build_discriminator
 from unitgan.runtime import set_requires_grad
 from unitgan.train.da.common import DABase, refuse_ignored_keys
 
@@ -43,7 +43,7 @@ class DATrainer(DABase):
         """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
         super().__init__()
         refuse_ignored_keys(cfg, "reduced")
-        self.setup(cfg, device, ddp, build_generator(cfg.model), DADiscriminator(cfg))
+        self.setup(cfg, device, ddp, build_generator(cfg.model), build_discriminator(cfg))
 
     def train_step(self, x_a: torch.Tensor, y_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """One E/G update and one D update (only the classifier update when source-only). Both gradients are
