@@ -78,21 +78,6 @@ def resolve_directions(direction: str) -> tuple[str, ...]:
     return (check_direction(direction),)
 
 
-def _weight_prefixes(directions: tuple[str, ...], multimodal: bool = False) -> tuple[str, ...]:
-    """State-dict key prefixes of the generator parts the given directions use (MUNIT: with the target
-    domain's style encoder)."""
-    if multimodal:
-        parts = {"enc_c_shared."}
-        for d in directions:
-            src, dst = d[0], d[2]
-            parts |= {f"enc_c_{src}.", f"dec_{dst}.", f"enc_s_{dst}."}
-        return tuple(sorted(parts))
-    parts = {"enc_shared.", "dec_shared."}
-    for d in directions:
-        parts |= {"enc_a.", "dec_b."} if d == "a2b" else {"enc_b.", "dec_a."}
-    return tuple(sorted(parts))
-
-
 class StyledDirectionalGenerator(nn.Module):
     """One direction of a MUNIT generator as a plain module: ``(x_src, s_dst) -> x_dst``.
 
@@ -224,7 +209,7 @@ def _swap_in(new: Path, final: Path, overwrite: bool) -> None:
 
 
 def _write_export(
-    gen: UNITGenerator,
+    gen: UNITGenerator | MUNITGenerator,
     cfg: Config,
     out: Path,
     directions: tuple[str, ...],
@@ -234,7 +219,7 @@ def _write_export(
 ) -> None:
     """Write the files of an export and its manifest into the (new, empty) folder ``out``."""
     gen = copy.deepcopy(gen).to("cpu").eval()  # the caller's module keeps its device and mode
-    if isinstance(gen, MUNITGenerator):
+    if gen.style_dim > 0:  # multimodal: each direction takes a style, and the style encoders are exported too
         return _export_munit(gen, cfg, out, directions, fmt, source, opset)
     m = gen.size_multiple
     files: dict[str, dict[str, Any]] = {}
@@ -499,7 +484,7 @@ def _write_safetensors(
         from safetensors.torch import save
     except ImportError:
         raise UnitganError("safetensors export needs the safetensors package: pip install 'unitgan[export]'") from None
-    prefixes = _weight_prefixes(directions, isinstance(gen, MUNITGenerator))
+    prefixes = gen.weight_prefixes(directions)
     weights = {k: v.detach().contiguous() for k, v in gen.state_dict().items() if k.startswith(prefixes)}
     data = save(weights, metadata={"directions": ",".join(directions)})  # bytes: written with the umask's mode
     atomic_write(out / SAFETENSORS_FILE, lambda f: f.write(data))
@@ -610,7 +595,7 @@ def _load_safetensors_generator(
     except (OSError, SafetensorError) as e:
         raise UnitganError(f"weights '{path}' cannot be loaded: {e}") from None
     gen = build_generator(cfg.model)
-    prefixes = _weight_prefixes(directions, isinstance(gen, MUNITGenerator))
+    prefixes = gen.weight_prefixes(directions)
     problem = state_dict_problem(gen, weights, prefixes)  # the checkpoint rules: keys, shapes, finite values
     if problem and "NaN" in problem:
         raise UnitganError(f"weights '{path}' are refused: {problem} (they would translate to blank images)")

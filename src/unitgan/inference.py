@@ -45,7 +45,7 @@ from unitgan.data.io import (
 )
 from unitgan.data.transforms import resize_shorter
 from unitgan.errors import UnitganError
-from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, spread_rows
+from unitgan.models import Generator, UNITGenerator, build_generator, spread_rows
 from unitgan.runtime import (
     atomic_write,
     autocast,
@@ -73,7 +73,7 @@ def check_direction(direction: str) -> str:
     return direction
 
 
-def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Config, dict]:
+def load_generator(path: str | Path) -> tuple[Generator, Config, dict]:
     """(generator on the CPU, its config, the whole checkpoint) from a checkpoint file (or a run folder: its newest
     checkpoint that loads), loaded safely. The weights are the run's average ``gen_ema`` when it kept one
     (``train.ema``), else the trained ``gen``."""
@@ -86,7 +86,7 @@ def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Co
     check_model_fits(cfg, f"checkpoint '{path}'")  # before anything is built
     gen = build_generator(cfg.model)
     load_weights(gen, state, "gen", path, "it would translate to blank images")  # train.ema: the average translates
-    if isinstance(gen, MUNITGenerator) and (problem := gen.bank_problem()):
+    if problem := gen.bank_problem():
         raise UnitganError(f"checkpoint '{path}' is refused: {problem}")
     return gen, cfg, state
 
@@ -519,17 +519,14 @@ class BaseTranslator:
 class Translator(BaseTranslator):
     """A UNIT or MUNIT generator (PyTorch) ready to translate, in fp32, bf16 or fp16."""
 
-    def __init__(self, gen: UNITGenerator | MUNITGenerator, cfg: Config, device: torch.device, precision: str = "fp32"):
+    def __init__(self, gen: Generator, cfg: Config, device: torch.device, precision: str = "fp32"):
         check_precision(device, precision)
-        style_dim = gen.style_dim if isinstance(gen, MUNITGenerator) else 0
-        fixed_size = getattr(gen, "fixed_size", 0)  # CoVAE32x32 takes 32x32 only
         super().__init__(
-            cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch", style_dim, fixed_size
+            cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch", gen.style_dim, gen.fixed_size
         )
         self.gen = gen.to(device).eval()
         self.precision = precision
-        if isinstance(gen, MUNITGenerator):
-            self.style_banks = gen.style_banks()
+        self.style_banks = gen.style_banks()  # model.style_prior=bank (MUNIT); {} otherwise
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:
