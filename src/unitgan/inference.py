@@ -3,7 +3,7 @@
 :class:`BaseTranslator` holds what every engine shares: the input checks, the one padding rule
 (:func:`pad_for_model`), the training-scale rule (:func:`training_scale`) and file translation.
 :class:`Translator` runs a checkpoint's generator in PyTorch; :class:`ExportedTranslator` runs the per-direction
-modules read back from an export folder (:func:`unitgan.export.load_export`). Both translate any H x W:
+modules read back from an export folder (:func:`unitgan.export.read.load_export`). Both translate any H x W:
 
 - Size: the input is padded on the bottom/right to a multiple of the model's size multiple ``m`` and to at
   least ``2m`` per side (so the latent is 2x2 or more; instance norm needs more than one value), by reflection,
@@ -45,7 +45,7 @@ from unitgan.data.io import (
 )
 from unitgan.data.transforms import resize_shorter
 from unitgan.errors import UnitganError
-from unitgan.models import Generator, UNITGenerator, build_generator, spread_rows
+from unitgan.models import Generator, MUNITGenerator, UNITGenerator, build_generator, spread_rows
 from unitgan.runtime import (
     atomic_write,
     autocast,
@@ -109,6 +109,26 @@ class DirectionalGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C_src, H, W] -> [N, C_dst, H, W] in [-1, 1]
         return self.dec(self.dec_shared(self.enc_shared(self.enc(x))))
+
+
+class StyledDirectionalGenerator(nn.Module):
+    """One direction of a MUNIT generator as a plain module: ``(x_src, s_dst) -> x_dst``.
+
+    Args:
+        gen: the trained generator; its submodules are shared, not copied.
+        direction: ``'a2b'`` or ``'b2a'``.
+    """
+
+    def __init__(self, gen: MUNITGenerator, direction: str):
+        super().__init__()
+        check_direction(direction)
+        self.enc_c = gen.enc_c_a if direction == "a2b" else gen.enc_c_b
+        self.enc_c_shared = gen.enc_c_shared
+        self.dec = gen.dec_b if direction == "a2b" else gen.dec_a
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """x [N, C_src, H, W], style [N or 1, style_dim] -> [N, C_dst, H, W] in [-1, 1]."""
+        return self.dec(self.enc_c_shared(self.enc_c(x)), style.expand(x.shape[0], -1))
 
 
 def pad_for_model(x: torch.Tensor, multiple: int) -> torch.Tensor:
