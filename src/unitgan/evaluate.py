@@ -29,12 +29,13 @@ from unitgan.data import build_domain
 from unitgan.data.filelist import list_images
 from unitgan.data.io import load_image, pil_to_tensor
 from unitgan.errors import UnitganError
-from unitgan.inference import BaseTranslator, Translator
+from unitgan.inference import BaseTranslator
 from unitgan.metrics.da import da_accuracy
 from unitgan.metrics.fid import extract_features, fid_kid, load_inception
 from unitgan.metrics.paired import paired_scores
 from unitgan.metrics.pixel import THRESHOLD, synthetic_accuracy
 from unitgan.models.da import build_discriminator, eval_domain
+from unitgan.translator import open_translator
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> Ev
         report.results["domain_adaptation"] = _da_accuracy(cfg, state, path, torch.device(opts.device))
         return report
 
-    translator = Translator.from_checkpoint(path, opts.device)
+    translator = open_translator(path, device=opts.device)
     ds_a, ds_b = build_domain(cfg, "a", "test"), build_domain(cfg, "b", "test")
     x_a, x_b = _stack(ds_a, opts.max_images), _stack(ds_b, opts.max_images)  # [N, C, S, S]
     log.info("translating %d A and %d B test images", len(x_a), len(x_b))

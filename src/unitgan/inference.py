@@ -3,7 +3,8 @@
 :class:`BaseTranslator` holds what every engine shares: the input checks, the one padding rule
 (:func:`pad_for_model`), the training-scale rule (:func:`training_scale`) and file translation.
 :class:`Translator` runs a checkpoint's generator in PyTorch; :class:`ExportedTranslator` runs the per-direction
-modules read back from an export folder (:func:`unitgan.export.read.load_export`). Both translate any H x W:
+modules read back from an export folder (:func:`unitgan.export.read.load_export`). Open either for a path with
+:func:`unitgan.translator.open_translator`. Both translate any H x W:
 
 - Size: the input is padded on the bottom/right to a multiple of the model's size multiple ``m`` and to at
   least ``2m`` per side (so the latent is 2x2 or more; instance norm needs more than one value), by reflection,
@@ -550,6 +551,8 @@ class Translator(BaseTranslator):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:
+        """The checkpoint case of :func:`unitgan.translator.open_translator`, which is what callers use (it also
+        opens export folders and the onnx engine)."""
         gen, cfg, _ = load_generator(path)
         return cls(gen, cfg, resolve_device(device), precision)
 

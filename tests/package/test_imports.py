@@ -196,3 +196,31 @@ def test_the_training_import_check_sees_where_an_import_is(tmp_path):
     )
     found = set(train_imports(Module("m", path, False)))
     assert found == {(None, "unitgan"), (None, "unitgan.train.loop"), ("f", "unitgan.train.base")}
+
+
+OPENERS = {"from_checkpoint", "load_export"}  # what builds a translator for a path, below open_translator
+
+
+def translator_openers(module: Module) -> list[tuple[int, str]]:
+    """(line, name) of each call of ``Translator.from_checkpoint`` or ``load_export`` in the module."""
+    found = []
+    for node in ast.walk(ast.parse(module.path.read_text(), str(module.path))):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            if name in OPENERS:
+                found.append((node.lineno, name))
+    return found
+
+
+def test_every_command_opens_its_translator_through_open_translator():
+    """One way to open a translator for a path (checkpoint, run folder or export folder):
+    ``unitgan.translator.open_translator``; the package calls the lower-level openers nowhere else."""
+    modules = find_modules()
+    found = [
+        f"{m.path.relative_to(ROOT)}:{line}: {name}"
+        for m in modules.values()
+        if m.name.startswith("unitgan") and m.name != "unitgan.translator"
+        for line, name in translator_openers(m)
+    ]
+    assert not found, "translators opened outside unitgan.translator:\n" + "\n".join(found)

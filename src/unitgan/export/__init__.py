@@ -46,7 +46,6 @@ from unitgan.export.write import (
     PARITY_TOL,
     export_checkpoint,
     export_generator,
-    generator_from_checkpoint,
     resolve_directions,
 )
 
@@ -61,7 +60,6 @@ __all__ = [
     "SAFETENSORS_FILE",
     "export_checkpoint",
     "export_generator",
-    "generator_from_checkpoint",
     "import_onnxruntime",
     "is_export_dir",
     "load_export",

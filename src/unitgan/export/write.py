@@ -65,13 +65,6 @@ def _io_names(direction: str) -> tuple[str, str]:
     return f"x_{src}", f"x_{src}{dst}"
 
 
-def generator_from_checkpoint(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Config, int | None]:
-    """(generator in eval mode on the CPU, config, training step) from a checkpoint file."""
-    gen, cfg, state = load_generator(path)
-    step = state.get("step")
-    return gen.eval(), cfg, int(step) if step is not None else None
-
-
 def export_checkpoint(
     checkpoint: str | Path,
     output: str | Path,
@@ -79,8 +72,10 @@ def export_checkpoint(
     fmt: str = "onnx",
     overwrite: bool = False,
 ) -> Path:
-    """Export the generator of a checkpoint file; returns the path of the written ``export.json``."""
-    gen, cfg, step = generator_from_checkpoint(checkpoint)
+    """Export the generator of a checkpoint file (or a run folder's newest checkpoint that loads: the weights
+    :func:`unitgan.inference.load_generator` gives translators); returns the path of the written ``export.json``."""
+    gen, cfg, state = load_generator(checkpoint)
+    step = int(state["step"]) if state.get("step") is not None else None
     return export_generator(
         gen, cfg, output, direction, fmt, overwrite=overwrite, source={"checkpoint": str(checkpoint), "step": step}
     )
