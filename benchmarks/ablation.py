@@ -43,9 +43,9 @@ from common import (
 
 from unitgan.config import load_config  # noqa: E402
 from unitgan.demo import evaluate_pairs, held_out_pairs  # noqa: E402
-from unitgan.inference import Translator  # noqa: E402
 from unitgan.metrics.pixel import THRESHOLD  # noqa: E402
 from unitgan.train.loop import train  # noqa: E402
+from unitgan.translator import open_translator  # noqa: E402
 
 VARIANTS: dict[str, list[str]] = {
     "full UNIT": [],
@@ -87,7 +87,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict:
         result = train(cfg, progress=False)
     if result.interrupted:
         raise KeyboardInterrupt  # a stopped run is not a result; rerun the command to redo it
-    translator = Translator.from_checkpoint(result.checkpoint, device="cpu")
+    translator = open_translator(result.checkpoint, device="cpu")
     x_a, x_b = held_out_pairs(cfg)
     acc, _, _ = evaluate_pairs(translator, x_a, x_b)  # the demo's scoring: all pixels and shape pixels
     return {**acc, "steps": result.step, "device": device_name(cfg.train.device), **t}

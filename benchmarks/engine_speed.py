@@ -24,9 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_output_args, export, markdown_table, save_results, write_table  # noqa: E402
 
 from unitgan.config import load_config  # noqa: E402
-from unitgan.export import export_generator, generator_from_checkpoint, load_export  # noqa: E402
-from unitgan.inference import Translator  # noqa: E402
+from unitgan.export import export_generator  # noqa: E402
+from unitgan.inference import Translator, load_generator  # noqa: E402
 from unitgan.models import UNITGenerator  # noqa: E402
+from unitgan.translator import open_translator  # noqa: E402
 
 
 def images_per_second(translate, x: torch.Tensor, direction: str, seconds: float) -> float:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     if args.checkpoint:
-        gen, cfg, _ = generator_from_checkpoint(args.checkpoint)
+        gen, cfg, _ = load_generator(args.checkpoint)
     else:
         cfg = load_config("demo", args.overrides)
         torch.manual_seed(0)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     torch_engine = Translator(gen, cfg, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         export_generator(gen, cfg, tmp, args.direction, "onnx")
-        onnx_engine = load_export(tmp, threads=args.threads)
+        onnx_engine = open_translator(tmp, "onnx", threads=args.threads)
     rows = [
         ("torch", images_per_second(torch_engine.translate, x, args.direction, args.seconds)),
         ("onnx", images_per_second(onnx_engine.translate, x, args.direction, args.seconds)),

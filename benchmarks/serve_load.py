@@ -28,17 +28,15 @@ from common import add_output_args, export, markdown_table, save_results, write_
 from loadtest import run_load  # noqa: E402
 
 from unitgan.config import load_config  # noqa: E402
-from unitgan.export import load_export  # noqa: E402
-from unitgan.inference import Translator  # noqa: E402
+from unitgan.inference import BaseTranslator, Translator  # noqa: E402
 from unitgan.models import UNITGenerator  # noqa: E402
 from unitgan.serve import create_app, serve_in_thread  # noqa: E402
+from unitgan.translator import open_translator  # noqa: E402
 
 
-def build_translator(args) -> Translator:
-    if args.serve_export:
-        return load_export(args.serve_export, threads=args.threads)
-    if args.checkpoint:
-        return Translator.from_checkpoint(args.checkpoint, "cpu")
+def build_translator(args) -> BaseTranslator:
+    if args.serve_export or args.checkpoint:  # an export runs on its own engine
+        return open_translator(args.serve_export or args.checkpoint, None, "cpu", threads=args.threads)
     cfg = load_config("demo", args.overrides)
     torch.manual_seed(0)
     return Translator(UNITGenerator(cfg.model), cfg, torch.device("cpu"))

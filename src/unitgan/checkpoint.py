@@ -175,6 +175,25 @@ def state_dict_problem(module: torch.nn.Module, weights: dict[str, Any], prefixe
     return None
 
 
+def averaged_key(state: dict[str, Any], name: str) -> str:
+    """The checkpoint key of network ``name``'s weights for use: ``name + '_ema'``, the run's weight average, when
+    the checkpoint holds one (``train.ema``), else ``name``, the trained weights."""
+    return f"{name}_ema" if isinstance(state.get(f"{name}_ema"), dict) else name
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, Any], name: str, path: str | Path, nan_effect: str) -> None:
+    """Load network ``name`` of the checkpoint ``state`` (read from ``path``) into ``module``: its weight average
+    when it has one (:func:`averaged_key`). Weights that do not fit the module raise UnitganError naming the file
+    and the first problem (:func:`state_dict_problem`); weights holding NaN or infinity are refused, saying what
+    they would do (``nan_effect``, e.g. 'it would translate to blank images')."""
+    problem = state_dict_problem(module, state.get(averaged_key(state, name)))
+    if problem and "NaN" in problem:
+        raise UnitganError(f"checkpoint '{path}' is refused: {problem} ({nan_effect})")
+    if problem:
+        raise UnitganError(f"checkpoint '{path}' does not match its config: {problem}")
+    module.load_state_dict(state[averaged_key(state, name)])
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0].split(". ")[0] if text else type(e).__name__

@@ -304,10 +304,10 @@ def _add_serve(sub) -> None:
 
 def cmd_serve(args) -> int:
     from unitgan.checkpoint import resolve_checkpoint
-    from unitgan.export import load_export
-    from unitgan.inference import Translator
+    from unitgan.export import is_export_dir, read_manifest
     from unitgan.serve import create_app, free_port, is_loopback, run, token_problem
     from unitgan.serve.app import LOOPBACK_NAMES
+    from unitgan.translator import open_translator
 
     if args.max_bytes < 1 or args.max_pixels < 0:
         raise UnitganError("--max-bytes must be >= 1 and --max-pixels >= 0")
@@ -315,10 +315,10 @@ def cmd_serve(args) -> int:
         raise UnitganError(f"--port must be in 0..65535, got {args.port}")
     if args.token and (problem := token_problem(args.token)):
         raise UnitganError(f"--token (or $UNITGAN_TOKEN) {problem}")
-    if args.checkpoint:
-        translator = Translator.from_checkpoint(resolve_checkpoint(args.checkpoint), args.device)
-    else:
-        translator = load_export(args.export, device=args.device)
+    if args.export and not is_export_dir(args.export):
+        read_manifest(args.export)  # one line saying why it is no export folder
+    source = args.export or resolve_checkpoint(args.checkpoint)
+    translator = open_translator(source, None, args.device)  # the export's own engine
     if args.max_pixels > (limit := translator.pixel_budget(1)):
         raise UnitganError(
             f"--max-pixels {args.max_pixels} is more than this model can translate in the memory available "

@@ -290,54 +290,37 @@ class Config:
         return dataclasses.asdict(self)
 
     def validate(self) -> Config:
-        """Cross-field checks that single types cannot express."""
-        m, d = self.model, self.data
-        policy = self.loss.diffaug_policy()
-        unknown = [w for w in policy if w not in DIFFAUG_POLICIES]
-        _check(not unknown, "loss.diffaug", f"has unknown policy {unknown}; known: {', '.join(DIFFAUG_POLICIES)}")
-        _check(
-            not policy or (m.arch == "unit" and not self.da.enabled),
-            "loss.diffaug",
-            "is for UNIT translation (model.arch=unit without da.enabled); leave it empty",
-        )
+        """Cross-field checks that single types cannot express, one section at a time (a check that reads two
+        sections sits with the key it names), then those of the model family (``model.arch=covae32``). The first
+        failed check raises UnitganError naming the key."""
+        self._validate_loss()
+        self._validate_model()
+        self._validate_optim()
+        self._validate_train()
+        self._validate_data()
+        self._validate_da()
+        self._validate_munit()
+        if self.model.arch == "covae32":
+            self._validate_covae32()
+        return self
+
+    def _validate_model(self) -> None:
+        """``model``: sizes, channels, kernels and sharing of the networks (MUNIT's own keys: :meth:`_validate_munit`)."""
+        m = self.model
         _check(m.n_shared <= m.n_res, "model.n_shared", f"must be <= model.n_res ({m.n_res}), got {m.n_shared}")
-        for key, value in [
-            ("model.input_nc_a", m.input_nc_a),
-            ("model.input_nc_b", m.input_nc_b),
-            ("model.ch", m.ch),
-            ("model.dis_ch", m.dis_ch),
-            ("model.dis_n_scales", m.dis_n_scales),
-            ("model.dis_n_layers", m.dis_n_layers),
-            ("model.out_kernel", m.out_kernel),
-            ("model.dis_kernel", m.dis_kernel),
-            ("data.crop_size", d.crop_size),
-            ("data.batch_size", d.batch_size),
-            ("data.synthetic_train", d.synthetic_train),
-            ("data.synthetic_test", d.synthetic_test),
-            ("train.steps", self.train.steps),
-            ("train.ckpt_every", self.train.ckpt_every),
-            ("train.keep_last", self.train.keep_last),
-            ("train.log_every", self.train.log_every),
-            ("train.image_every", self.train.image_every),
-            ("train.accumulate", self.train.accumulate),
-            ("train.image_rows", self.train.image_rows),
-        ]:
-            _check(value >= 1, key, f"must be >= 1, got {value}")
-        for key, value in [
-            ("model.n_down", m.n_down),
-            ("model.n_res", m.n_res),
-            ("model.n_shared", m.n_shared),
-            ("model.dis_first_kernel", m.dis_first_kernel),
-            ("model.dis_n_shared", m.dis_n_shared),
-            ("data.num_workers", d.num_workers),
-            ("data.load_size", d.load_size),
-            ("optim.lr_step", self.optim.lr_step),
-            ("train.threads", self.train.threads),
-        ]:
-            _check(value >= 0, key, f"must be >= 0, got {value}")
-        for key, value in _flat(self.to_dict()).items():  # sizes beyond these are typos, not experiments
-            if key in _MAX:
-                _check(value <= _MAX[key], key, f"must be <= {_MAX[key]}, got {value}")
+        positive = [
+            "input_nc_a",
+            "input_nc_b",
+            "ch",
+            "dis_ch",
+            "dis_n_scales",
+            "dis_n_layers",
+            "out_kernel",
+            "dis_kernel",
+        ]
+        _at_least(1, "model", m, positive)
+        _at_least(0, "model", m, ["n_down", "n_res", "n_shared", "dis_first_kernel", "dis_n_shared"])
+        _at_most_max("model", m)
         for key, value in [("model.input_nc_a", m.input_nc_a), ("model.input_nc_b", m.input_nc_b)]:
             _check(value in (1, 3), key, f"must be 1 (grey) or 3 (colour), got {value}")
         _check(m.out_kernel % 2 == 1, "model.out_kernel", f"must be odd, got {m.out_kernel}")
@@ -348,13 +331,37 @@ class Config:
             "model.dis_n_shared",
             f"must be < model.dis_n_layers ({m.dis_n_layers}): the first layer stays private; got {m.dis_n_shared}",
         )
-        factor = 2**m.n_down
+
+    def _validate_data(self) -> None:
+        """``data``: sizes (the crop a multiple of the model's size multiple) and the source's domains."""
+        d = self.data
+        _at_least(1, "data", d, ["crop_size", "batch_size", "synthetic_train", "synthetic_test"])
+        _at_least(0, "data", d, ["num_workers", "load_size"])
+        _at_most_max("data", d)
+        factor = 2**self.model.n_down
         _check(
             d.crop_size % factor == 0,
             "data.crop_size",
             f"must be a multiple of 2**model.n_down = {factor}, got {d.crop_size}",
         )
-        o, t = self.optim, self.train
+        if d.source == "folder":
+            _check(bool(d.root), "data.root", "must name a folder holding trainA/ and trainB/ (data.source=folder)")
+        if d.source == "arrays":
+            _check(
+                bool(d.a) and bool(d.b), "data.a", "data.a and data.b must name the two domains (data.source=arrays)"
+            )
+        _check(1 <= d.synthetic_modes <= 6, "data.synthetic_modes", f"must be in 1..6, got {d.synthetic_modes}")
+        if d.load_size:
+            _check(
+                d.load_size >= d.crop_size,
+                "data.load_size",
+                f"must be >= data.crop_size ({d.crop_size}) or 0, got {d.load_size}",
+            )
+
+    def _validate_optim(self) -> None:
+        """``optim``: learning rates, betas, decay, schedule and clipping in range."""
+        o = self.optim
+        _at_least(0, "optim", o, ["lr_step"])
         _check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
         _check(o.dis_lr >= 0, "optim.dis_lr", f"must be >= 0 (0 = optim.lr), got {o.dis_lr}")
         for key, value in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)]:
@@ -362,6 +369,15 @@ class Config:
         _check(o.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
         _check(o.lr_gamma > 0, "optim.lr_gamma", f"must be > 0, got {o.lr_gamma}")
         _check(o.grad_clip >= 0, "optim.grad_clip", f"must be >= 0 (0 = off), got {o.grad_clip}")
+
+    def _validate_train(self) -> None:
+        """``train``: step counts, intervals, the weight average, seed, run folder and device."""
+        t = self.train
+        _at_least(
+            1, "train", t, ["steps", "ckpt_every", "keep_last", "log_every", "image_every", "accumulate", "image_rows"]
+        )
+        _at_least(0, "train", t, ["threads"])
+        _at_most_max("train", t)
         _check(0 <= t.ema < 1, "train.ema", f"must be in [0, 1) (0 = off), got {t.ema}")
         _check(0 <= t.seed < 2**63, "train.seed", f"must be in [0, 2**63), got {t.seed}")
         _check(bool(t.out_dir.strip()), "train.out_dir", "must name a folder for the run")
@@ -370,50 +386,47 @@ class Config:
             "train.device",
             f"must be auto, cpu, cuda, cuda:N or mps; got {t.device!r}",
         )
+
+    def _validate_loss(self) -> None:
+        """``loss``: known DiffAugment policies, only for UNIT translation; finite weights >= 0."""
+        policy = self.loss.diffaug_policy()
+        unknown = [w for w in policy if w not in DIFFAUG_POLICIES]
+        _check(not unknown, "loss.diffaug", f"has unknown policy {unknown}; known: {', '.join(DIFFAUG_POLICIES)}")
+        _check(
+            not policy or (self.model.arch == "unit" and not self.da.enabled),
+            "loss.diffaug",
+            "is for UNIT translation (model.arch=unit without da.enabled); leave it empty",
+        )
         for key in ["gan_w", "kl_w", "recon_w", "cyc_kl_w", "cyc_recon_w"]:
             v = getattr(self.loss, key)
             _check(v >= 0 and math.isfinite(v), f"loss.{key}", f"must be a finite number >= 0, got {v}")
-        if d.source == "folder":
-            _check(
-                bool(d.root),
-                "data.root",
-                "must name a folder holding trainA/ and trainB/ (data.source=folder)",
-            )
-        if d.source == "arrays":
-            _check(
-                bool(d.a) and bool(d.b),
-                "data.a",
-                "data.a and data.b must name the two domains (data.source=arrays)",
-            )
-        if self.da.enabled:
-            _check(d.source == "arrays", "da.enabled", "needs data.source=arrays (labelled source digits)")
+
+    def _validate_da(self) -> None:
+        """``da``: with ``da.enabled``, the adaptation's own keys and what it needs of the rest (labelled arrays,
+        private first discriminator layers, one update order per design, fp32, no accumulation); the digit boxes
+        always."""
+        da, m, t = self.da, self.model, self.train
+        if da.enabled:
+            _check(self.data.source == "arrays", "da.enabled", "needs data.source=arrays (labelled source digits)")
             _check(m.dis_n_shared == 0, "model.dis_n_shared", "must be 0 with da.enabled (set da.dis_n_private)")
             _check(
-                1 <= self.da.dis_n_private < m.dis_n_layers,
+                1 <= da.dis_n_private < m.dis_n_layers,
                 "da.dis_n_private",
-                f"must be >= 1 and < model.dis_n_layers ({m.dis_n_layers}), got {self.da.dis_n_private}",
+                f"must be >= 1 and < model.dis_n_layers ({m.dis_n_layers}), got {da.dis_n_private}",
             )
-            _check(self.da.n_classes >= 2, "da.n_classes", f"must be >= 2, got {self.da.n_classes}")
-            _check(self.da.feat32_w >= 0, "da.feat32_w", f"must be >= 0, got {self.da.feat32_w}")
+            _check(da.n_classes >= 2, "da.n_classes", f"must be >= 2, got {da.n_classes}")
+            _check(da.feat32_w >= 0, "da.feat32_w", f"must be >= 0, got {da.feat32_w}")
             _check(m.vae_head_std > 0, "model.vae_head_std", f"must be > 0, got {m.vae_head_std}")
-            _check(0 <= self.da.dropout < 1, "da.dropout", f"must be in [0, 1), got {self.da.dropout}")
-            _check(self.da.pseudo_w >= 0, "da.pseudo_w", f"must be >= 0 (0 = off), got {self.da.pseudo_w}")
+            _check(0 <= da.dropout < 1, "da.dropout", f"must be in [0, 1), got {da.dropout}")
+            _check(da.pseudo_w >= 0, "da.pseudo_w", f"must be >= 0 (0 = off), got {da.pseudo_w}")
+            _check(0 < da.pseudo_threshold <= 1, "da.pseudo_threshold", f"must be in (0, 1], got {da.pseudo_threshold}")
+            _check(da.pseudo_start >= 0, "da.pseudo_start", f"must be >= 0, got {da.pseudo_start}")
             _check(
-                0 < self.da.pseudo_threshold <= 1,
-                "da.pseudo_threshold",
-                f"must be in (0, 1], got {self.da.pseudo_threshold}",
-            )
-            _check(self.da.pseudo_start >= 0, "da.pseudo_start", f"must be >= 0, got {self.da.pseudo_start}")
-            _check(
-                not self.da.pseudo_align or self.da.pseudo_w > 0,
+                not da.pseudo_align or da.pseudo_w > 0,
                 "da.pseudo_align",
                 "aligns the pseudo-labels of da.pseudo_w, which is 0 (off)",
             )
-            _check(
-                self.da.eval_every >= 0,
-                "da.eval_every",
-                f"must be >= 0 (0 = only at the end), got {self.da.eval_every}",
-            )
+            _check(da.eval_every >= 0, "da.eval_every", f"must be >= 0 (0 = only at the end), got {da.eval_every}")
             order = "alternating" if m.arch == "covae32" else "simultaneous"  # covae32: the authors' D-then-G
             for key, value, only in [
                 ("train.update_order", t.update_order, order),
@@ -421,8 +434,14 @@ class Config:
                 ("train.accumulate", t.accumulate, 1),
             ]:
                 _check(value == only, key, f"must be {only} with da.enabled and model.arch={m.arch}, got {value}")
-        mu = self.munit
-        _check(1 <= d.synthetic_modes <= 6, "data.synthetic_modes", f"must be in 1..6, got {d.synthetic_modes}")
+        for key, value in [("da.digit_box_a", da.digit_box_a), ("da.digit_box_b", da.digit_box_b)]:
+            _check(0 < value <= 1, key, f"must be in (0, 1], got {value}")
+
+    def _validate_munit(self) -> None:
+        """MUNIT's keys: its networks' (``model.style_*``, ``model.mlp_dim``) and its objective's (``munit``). They
+        are range-checked whatever ``model.arch`` (an out-of-range value is refused in any config); only MUNIT
+        may draw styles from a bank."""
+        m, mu = self.model, self.munit
         _check(1 <= m.style_dim <= 1024, "model.style_dim", f"must be in 1..1024, got {m.style_dim}")
         _check(2 <= m.style_n_down <= 8, "model.style_n_down", f"must be in 2..8, got {m.style_n_down}")
         _check(1 <= m.mlp_dim <= 8192, "model.mlp_dim", f"must be in 1..8192, got {m.mlp_dim}")
@@ -437,17 +456,11 @@ class Config:
             _check(v >= 0 and math.isfinite(v), f"munit.{key}", f"must be a finite number >= 0, got {v}")
         _check(mu.eval_every >= 0, "munit.eval_every", f"must be >= 0 (0 = only at the end), got {mu.eval_every}")
         _check(2 <= mu.eval_styles <= 256, "munit.eval_styles", f"must be in 2..256, got {mu.eval_styles}")
-        for key, value in [("da.digit_box_a", self.da.digit_box_a), ("da.digit_box_b", self.da.digit_box_b)]:
-            _check(0 < value <= 1, key, f"must be in (0, 1], got {value}")
-        if m.arch == "covae32":
-            _check(d.crop_size == 32, "data.crop_size", f"must be 32 for model.arch=covae32, got {d.crop_size}")
-        if d.load_size:
-            _check(
-                d.load_size >= d.crop_size,
-                "data.load_size",
-                f"must be >= data.crop_size ({d.crop_size}) or 0, got {d.load_size}",
-            )
-        return self
+
+    def _validate_covae32(self) -> None:
+        """``model.arch=covae32``: the authors' digit networks take exactly 32x32 inputs."""
+        d = self.data
+        _check(d.crop_size == 32, "data.crop_size", f"must be 32 for model.arch=covae32, got {d.crop_size}")
 
 
 _MAX = {
@@ -484,6 +497,20 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise UnitganError(f"config key '{key}' {message}")
+
+
+def _at_least(bound: int, name: str, section: Any, keys: list[str]) -> None:
+    """Each of ``keys`` of the config section ``name`` (its dataclass ``section``) must be >= ``bound``."""
+    for key in keys:
+        value = getattr(section, key)
+        _check(value >= bound, f"{name}.{key}", f"must be >= {bound}, got {value}")
+
+
+def _at_most_max(name: str, section: Any) -> None:
+    """The keys of the section ``name`` listed in :data:`_MAX` are at most their bound (beyond it: a typo)."""
+    for key, value in _flat(dataclasses.asdict(section), f"{name}.").items():
+        if key in _MAX:
+            _check(value <= _MAX[key], key, f"must be <= {_MAX[key]}, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from unitgan.inference import BaseTranslator, Translator
 from unitgan.metrics.pixel import THRESHOLD, synthetic_accuracy
 from unitgan.models import build_generator
 from unitgan.train.loop import train
+from unitgan.translator import open_translator
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def run_demo(out: Path, overrides: list[str] | None = None, progress: bool = Tru
     }
 
     result = train(cfg, progress=progress)
-    translator = Translator.from_checkpoint(result.checkpoint, device="cpu")
+    translator = open_translator(result.checkpoint, device="cpu")
     acc, x_ab, x_ba = evaluate_pairs(translator, x_a, x_b)
     (out / "results.json").write_text(
         json.dumps({"steps": result.step, "threshold": THRESHOLD, "unit": acc, "baselines": baselines}, indent=2)

@@ -31,6 +31,7 @@ from unitgan.metrics.multimodal import (
 )
 from unitgan.models import build_generator
 from unitgan.train.loop import train
+from unitgan.translator import open_translator
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def run_munit_demo(
     baselines = {"untrained network": score(untrained, x_a, truths, cfg.train.seed, None)[0]}
 
     result = train(cfg, progress=progress)
-    translator = Translator.from_checkpoint(result.checkpoint, device="cpu")
+    translator = open_translator(result.checkpoint, device="cpu")
     scores, samples = score(translator, x_a, truths, cfg.train.seed, features)
     (out / "results.json").write_text(
         json.dumps({"steps": result.step, "munit": scores, "baselines": baselines}, indent=2)

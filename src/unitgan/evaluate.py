@@ -23,16 +23,19 @@ from typing import Any
 import torch
 from PIL import Image
 
-from unitgan.checkpoint import load_checkpoint, resolve_checkpoint
+from unitgan.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
 from unitgan.config import Config, config_from_dict
 from unitgan.data import build_domain
 from unitgan.data.filelist import list_images
 from unitgan.data.io import load_image, pil_to_tensor
 from unitgan.errors import UnitganError
-from unitgan.inference import BaseTranslator, Translator
+from unitgan.inference import BaseTranslator
+from unitgan.metrics.da import da_accuracy
 from unitgan.metrics.fid import extract_features, fid_kid, load_inception
 from unitgan.metrics.paired import paired_scores
 from unitgan.metrics.pixel import THRESHOLD, synthetic_accuracy
+from unitgan.models.da import build_discriminator, eval_domain
+from unitgan.translator import open_translator
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,22 @@ def _ground_truth(folder: str, files: list[Path], channels: int, size: tuple[int
     return torch.stack(out)
 
 
+def _da_accuracy(cfg: Config, state: dict[str, Any], path: Path, device: torch.device) -> dict[str, float]:
+    """The class head's test accuracy of a DA checkpoint: only its discriminator is built, with the weights the
+    training run's own evaluation reads (the weight average with ``train.ema``)."""
+    dis = build_discriminator(cfg)
+    load_weights(dis, state, "dis", path, "its class head would answer nothing")
+    dis.to(device).eval()
+    if cfg.train.channels_last:  # NHWC weights, as the run evaluated them
+        dis.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def classify(x: torch.Tensor, domain: str) -> torch.Tensor:
+        return dis.classify(x.to(device), domain)
+
+    return da_accuracy(classify, eval_domain(cfg), cfg)
+
+
 def check_options(opts: EvalOptions, cfg: Config, path: str | Path) -> None:
     """Refuse the options that would be ignored: ``--data-root`` and the ground-truth folders apply to
     image-folder data only (not to UNIT-DA, synthetic or array checkpoints)."""
@@ -143,15 +162,10 @@ def evaluate_checkpoint(path: str | Path, opts: EvalOptions | None = None) -> Ev
         cfg.data.root = opts.data_root
     report = EvalReport(str(path), int(state.get("step", 0)))
     if cfg.da.enabled:
-        from unitgan.train.da import evaluate_da
-        from unitgan.train.registry import trainer_class
-
-        trainer = trainer_class(cfg)(cfg, torch.device(opts.device))  # DATrainer, or DA32Trainer (covae32)
-        trainer.load_state(state, weights_only=True)
-        report.results["domain_adaptation"] = evaluate_da(trainer, cfg)
+        report.results["domain_adaptation"] = _da_accuracy(cfg, state, path, torch.device(opts.device))
         return report
 
-    translator = Translator.from_checkpoint(path, opts.device)
+    translator = open_translator(path, device=opts.device)
     ds_a, ds_b = build_domain(cfg, "a", "test"), build_domain(cfg, "b", "test")
     x_a, x_b = _stack(ds_a, opts.max_images), _stack(ds_b, opts.max_images)  # [N, C, S, S]
     log.info("translating %d A and %d B test images", len(x_a), len(x_b))

@@ -3,7 +3,8 @@
 :class:`BaseTranslator` holds what every engine shares: the input checks, the one padding rule
 (:func:`pad_for_model`), the training-scale rule (:func:`training_scale`) and file translation.
 :class:`Translator` runs a checkpoint's generator in PyTorch; :class:`ExportedTranslator` runs the per-direction
-modules read back from an export folder (:func:`unitgan.export.load_export`). Both translate any H x W:
+modules read back from an export folder (:func:`unitgan.export.read.load_export`). Open either for a path with
+:func:`unitgan.translator.open_translator`. Both translate any H x W:
 
 - Size: the input is padded on the bottom/right to a multiple of the model's size multiple ``m`` and to at
   least ``2m`` per side (so the latent is 2x2 or more; instance norm needs more than one value), by reflection,
@@ -32,7 +33,7 @@ from PIL import Image
 from torch import nn
 
 from unitgan.budget import check_model_fits, pixel_limit, translate_bytes_per_pixel
-from unitgan.checkpoint import load_checkpoint, resolve_checkpoint, state_dict_problem
+from unitgan.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
 from unitgan.config import Config, config_from_dict
 from unitgan.data.filelist import list_images
 from unitgan.data.io import (
@@ -45,7 +46,7 @@ from unitgan.data.io import (
 )
 from unitgan.data.transforms import resize_shorter
 from unitgan.errors import UnitganError
-from unitgan.models import MUNITGenerator, UNITGenerator, build_generator, spread_rows
+from unitgan.models import Generator, MUNITGenerator, UNITGenerator, build_generator, spread_rows
 from unitgan.runtime import (
     atomic_write,
     autocast,
@@ -73,7 +74,7 @@ def check_direction(direction: str) -> str:
     return direction
 
 
-def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Config, dict]:
+def load_generator(path: str | Path) -> tuple[Generator, Config, dict]:
     """(generator on the CPU, its config, the whole checkpoint) from a checkpoint file (or a run folder: its newest
     checkpoint that loads), loaded safely. The weights are the run's average ``gen_ema`` when it kept one
     (``train.ema``), else the trained ``gen``."""
@@ -85,14 +86,8 @@ def load_generator(path: str | Path) -> tuple[UNITGenerator | MUNITGenerator, Co
         raise UnitganError(f"checkpoint '{path}' holds an invalid config: {e}") from None
     check_model_fits(cfg, f"checkpoint '{path}'")  # before anything is built
     gen = build_generator(cfg.model)
-    key = "gen_ema" if isinstance(state.get("gen_ema"), dict) else "gen"  # train.ema: the average translates
-    problem = state_dict_problem(gen, state[key])
-    if problem and "NaN" in problem:
-        raise UnitganError(f"checkpoint '{path}' is refused: {problem} (it would translate to blank images)")
-    if problem:
-        raise UnitganError(f"checkpoint '{path}' does not match its config: {problem}")
-    gen.load_state_dict(state[key])
-    if isinstance(gen, MUNITGenerator) and (problem := gen.bank_problem()):
+    load_weights(gen, state, "gen", path, "it would translate to blank images")  # train.ema: the average translates
+    if problem := gen.bank_problem():
         raise UnitganError(f"checkpoint '{path}' is refused: {problem}")
     return gen, cfg, state
 
@@ -115,6 +110,26 @@ class DirectionalGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C_src, H, W] -> [N, C_dst, H, W] in [-1, 1]
         return self.dec(self.dec_shared(self.enc_shared(self.enc(x))))
+
+
+class StyledDirectionalGenerator(nn.Module):
+    """One direction of a MUNIT generator as a plain module: ``(x_src, s_dst) -> x_dst``.
+
+    Args:
+        gen: the trained generator; its submodules are shared, not copied.
+        direction: ``'a2b'`` or ``'b2a'``.
+    """
+
+    def __init__(self, gen: MUNITGenerator, direction: str):
+        super().__init__()
+        check_direction(direction)
+        self.enc_c = gen.enc_c_a if direction == "a2b" else gen.enc_c_b
+        self.enc_c_shared = gen.enc_c_shared
+        self.dec = gen.dec_b if direction == "a2b" else gen.dec_a
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """x [N, C_src, H, W], style [N or 1, style_dim] -> [N, C_dst, H, W] in [-1, 1]."""
+        return self.dec(self.enc_c_shared(self.enc_c(x)), style.expand(x.shape[0], -1))
 
 
 def pad_for_model(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -525,20 +540,19 @@ class BaseTranslator:
 class Translator(BaseTranslator):
     """A UNIT or MUNIT generator (PyTorch) ready to translate, in fp32, bf16 or fp16."""
 
-    def __init__(self, gen: UNITGenerator | MUNITGenerator, cfg: Config, device: torch.device, precision: str = "fp32"):
+    def __init__(self, gen: Generator, cfg: Config, device: torch.device, precision: str = "fp32"):
         check_precision(device, precision)
-        style_dim = gen.style_dim if isinstance(gen, MUNITGenerator) else 0
-        fixed_size = getattr(gen, "fixed_size", 0)  # CoVAE32x32 takes 32x32 only
         super().__init__(
-            cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch", style_dim, fixed_size
+            cfg, gen.size_multiple, DIRECTIONS, device, training_scale(cfg), "torch", gen.style_dim, gen.fixed_size
         )
         self.gen = gen.to(device).eval()
         self.precision = precision
-        if isinstance(gen, MUNITGenerator):
-            self.style_banks = gen.style_banks()
+        self.style_banks = gen.style_banks()  # model.style_prior=bank (MUNIT); {} otherwise
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32") -> Translator:
+        """The checkpoint case of :func:`unitgan.translator.open_translator`, which is what callers use (it also
+        opens export folders and the onnx engine)."""
         gen, cfg, _ = load_generator(path)
         return cls(gen, cfg, resolve_device(device), precision)
 

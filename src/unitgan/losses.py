@@ -67,10 +67,10 @@ class GenOutputs:
     x_bb: torch.Tensor
     x_ab: torch.Tensor  # translation A -> B from z_a
     x_ba: torch.Tensor
-    mu_ab: torch.Tensor  # latent mean of the translation x_ab (re-encoded by enc_b)
-    mu_ba: torch.Tensor
-    x_aba: torch.Tensor  # cycle A -> B -> A
-    x_bab: torch.Tensor
+    mu_ab: torch.Tensor | None  # latent mean of the translation x_ab (re-encoded by enc_b); None: no cycle
+    mu_ba: torch.Tensor | None
+    x_aba: torch.Tensor | None  # cycle A -> B -> A; None: no cycle (its terms are left out)
+    x_bab: torch.Tensor | None
     z_a: torch.Tensor | None = None  # [N, C, h, w] the noisy latent decoded into x_aa / x_ab (mu_a + eta)
     z_b: torch.Tensor | None = None
     z_ab: torch.Tensor | None = None  # the noisy latent of x_ab decoded into x_aba
@@ -87,11 +87,17 @@ def unit_gen_loss(
     """The encoder/generator objective. ``d_fake_ab`` = dis_b(x_ab), ``d_fake_ba`` = dis_a(x_ba).
 
     Returns the weighted total and the unweighted named terms (detached) for logging. ``w.kl_on`` picks the latent
-    of the KL terms: "mu" the means, "z" the noisy latents the generators decoded (``out.z_*``).
+    of the KL terms: "mu" the means, "z" the noisy latents the generators decoded (``out.z_*``). The cycle terms
+    (``cyc_kl_*``, ``cyc_recon_*``) are present only when ``out`` holds the cycle (``x_aba``, ``x_bab``, ``mu_ab``,
+    ``mu_ba``); a caller whose cycle weights are 0 may leave it out.
     """
+    cycle = out.x_aba is not None and out.x_bab is not None and out.mu_ab is not None and out.mu_ba is not None
     if w.kl_on == "z":
-        if out.z_a is None or out.z_b is None or out.z_ab is None or out.z_ba is None:
-            raise ValueError("loss.kl_on=z needs the noisy latents z_a, z_b, z_ab, z_ba in GenOutputs")
+        needed = (out.z_a, out.z_b, out.z_ab, out.z_ba) if cycle else (out.z_a, out.z_b)
+        if any(t is None for t in needed):
+            raise ValueError(
+                "loss.kl_on=z needs the noisy latents z_a, z_b (and z_ab, z_ba with the cycle) in GenOutputs"
+            )
         lat_a, lat_b, lat_ab, lat_ba = out.z_a, out.z_b, out.z_ab, out.z_ba
     else:
         lat_a, lat_b, lat_ab, lat_ba = out.mu_a, out.mu_b, out.mu_ab, out.mu_ba
@@ -102,11 +108,12 @@ def unit_gen_loss(
         "kl_b": kl_loss(lat_b),
         "recon_a": l1_loss(out.x_aa, out.x_a),
         "recon_b": l1_loss(out.x_bb, out.x_b),
-        "cyc_kl_a": kl_loss(lat_ba),  # latent of the translation into A (part of L_CC_B in the paper)
-        "cyc_kl_b": kl_loss(lat_ab),
-        "cyc_recon_a": l1_loss(out.x_aba, out.x_a),
-        "cyc_recon_b": l1_loss(out.x_bab, out.x_b),
     }
+    if cycle:
+        terms["cyc_kl_a"] = kl_loss(lat_ba)  # latent of the translation into A (part of L_CC_B in the paper)
+        terms["cyc_kl_b"] = kl_loss(lat_ab)
+        terms["cyc_recon_a"] = l1_loss(out.x_aba, out.x_a)
+        terms["cyc_recon_b"] = l1_loss(out.x_bab, out.x_b)
     weights = {
         "gan": w.gan_w,
         "kl": w.kl_w,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import torch
 from unitgan.config import load_config
 from unitgan.data.mnistm import blend
 from unitgan.errors import UnitganError
-from unitgan.models.da import DADiscriminator
-from unitgan.train.da import DATrainer
+from unitgan.losses import GenOutputs, unit_gen_loss
+from unitgan.models import UNITGenerator
+from unitgan.models.da.reduced import DADiscriminator
+from unitgan.train.da.reduced import DATrainer
 from unitgan.train.loop import train
 
 torch.set_num_threads(1)
@@ -145,7 +148,7 @@ def test_train_da_end_to_end_and_resume(tmp_path, source_only):
     assert res["n_target_test"] == 16
     # the reported accuracy is that of the checkpoint's class head on the 16 target test images
     from unitgan.checkpoint import load_checkpoint
-    from unitgan.train.da import load_split
+    from unitgan.metrics.da import load_split
 
     trainer = DATrainer(cfg, torch.device("cpu"))
     trainer.load_state(load_checkpoint(result.checkpoint), weights_only=True)
@@ -280,9 +283,45 @@ def test_da_resume_refuses_the_other_da_trainers_checkpoint(tmp_path):
 
 
 def test_da_nonfinite_loss_stops_naming_the_step(tmp_path, monkeypatch):
-    import unitgan.train.da as da_mod
+    import unitgan.train.da.reduced as da_mod
 
-    real = da_mod.l1_loss
-    monkeypatch.setattr(da_mod, "l1_loss", lambda a, b: real(a, b) + float("nan"))
+    real = da_mod.unit_gen_loss
+
+    def nan_loss(*args):
+        total, terms = real(*args)
+        return total + float("nan"), terms
+
+    monkeypatch.setattr(da_mod, "unit_gen_loss", nan_loss)
     with pytest.raises(UnitganError, match=r"non-finite loss at step 1: loss_g=nan"):
         train(_da_config(tmp_path), progress=False)
+
+
+@pytest.mark.parametrize("cycle", [False, True])
+def test_generator_loss_is_unit_gen_loss_on_the_trainers_tensors(tmp_path, cycle):
+    """The reduced design's E/G loss is UNIT's objective, :func:`unitgan.losses.unit_gen_loss`, on the step's own
+    tensors: its GAN terms judge the fakes (x_ba then x_aa for A, with da.recon_fake), and the cycle terms are there
+    only with their weights on (the cycle is not computed otherwise)."""
+    weights = ["loss.cyc_kl_w=0.1", "loss.cyc_recon_w=10"] if cycle else ["loss.cyc_kl_w=0", "loss.cyc_recon_w=0"]
+    cfg = _da_config(tmp_path, "da.feat_w=0", *weights)
+    torch.manual_seed(0)
+    trainer = DATrainer(cfg, torch.device("cpu"))
+    gen, dis = copy.deepcopy(trainer.gen), copy.deepcopy(trainer.dis)  # the weights the step starts from
+    g = torch.Generator().manual_seed(1)
+    x_a, x_b = torch.randn(4, 3, 16, 16, generator=g), torch.randn(4, 3, 16, 16, generator=g)
+    torch.manual_seed(2)
+    stats = trainer.train_step(x_a, torch.tensor([0, 1, 2, 0]), x_b)
+
+    torch.manual_seed(2)  # the same latent noise, drawn in the step's order
+    mu_a, mu_b = gen.encode(x_a, "a"), gen.encode(x_b, "b")
+    z = UNITGenerator.sample(torch.cat([mu_a, mu_b]))
+    (x_aa, x_ba), (x_ab, x_bb) = gen.decode(z, "a").split(4), gen.decode(z, "b").split(4)
+    d_a, d_b = dis(torch.cat([x_ba, x_aa]), "a")[0], dis(torch.cat([x_ab, x_bb]), "b")[0]
+    mu_ab = mu_ba = x_aba = x_bab = None
+    if cycle:
+        mu_ba, mu_ab = gen.encode(x_ba, "a"), gen.encode(x_ab, "b")
+        x_aba, x_bab = gen.decode(UNITGenerator.sample(mu_ab), "a"), gen.decode(UNITGenerator.sample(mu_ba), "b")
+    out = GenOutputs(x_a, x_b, mu_a, mu_b, x_aa, x_bb, x_ab, x_ba, mu_ab, mu_ba, x_aba, x_bab)
+    total, terms = unit_gen_loss(out, d_b, d_a, cfg.loss, cfg.model.gan_type)
+    assert ("cyc_recon_a" in stats) == cycle and set(terms) <= set(stats)
+    assert torch.equal(stats["loss_g"], total.detach())
+    assert all(torch.equal(stats[k], v) for k, v in terms.items())

@@ -20,7 +20,7 @@ from unitgan.losses import (
     sum_squares_loss,
 )
 from unitgan.models import build_generator
-from unitgan.models.da32 import CoDis32x32, CoVAE32x32, coordinate_channels
+from unitgan.models.da.authors import CoDis32x32, CoVAE32x32, coordinate_channels
 
 
 def _images(n: int, seed: int = 0) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from unitgan.checkpoint import load_checkpoint
 from unitgan.config import load_config
 from unitgan.errors import UnitganError
-from unitgan.train.base import align_distribution
-from unitgan.train.da import DATrainer
-from unitgan.train.da32 import DA32Trainer
+from unitgan.train.da.authors import DA32Trainer
+from unitgan.train.da.common import align_distribution
+from unitgan.train.da.reduced import DATrainer
 from unitgan.train.loop import train
 from unitgan.train.registry import trainer_class
 
@@ -381,6 +381,30 @@ def test_weight_averages_resume_exactly_and_evaluation_reads_the_classifiers(tmp
     reference.eval()
     with torch.no_grad():
         assert torch.equal(trainer.classify(x, "a"), reference.classify(x, "a"))
+
+
+def test_evaluate_classifies_as_the_trained_classifier_without_a_trainer(tmp_path, monkeypatch):
+    """``unitgan evaluate`` builds only the discriminator, loads the weights the run's own evaluation reads (the
+    average with train.ema) and keeps the run's NHWC layout: its logits are the trainer's, bit for bit."""
+    import unitgan.evaluate as evaluate
+
+    cfg = _config(tmp_path, "train.steps=2", "train.ema=0.5", "da.target_path=a")
+    assert cfg.train.channels_last
+    result = train(cfg, progress=False)
+    trainer = DA32Trainer(cfg, torch.device("cpu"))
+    trainer.load_state(load_checkpoint(result.checkpoint), weights_only=True)
+    seen = {}
+
+    def spy(classify, target_path, cfg, splits=None):
+        seen["classify"], seen["target_path"] = classify, target_path
+        return {}
+
+    monkeypatch.setattr(evaluate, "da_accuracy", spy)
+    evaluate.evaluate_checkpoint(result.checkpoint)
+    assert seen["target_path"] == trainer.eval_domain == "a"
+    x = torch.rand(5, 1, 32, 32) * 2 - 1
+    for domain in ("a", "b"):
+        assert torch.equal(seen["classify"](x, domain), trainer.classify(x, domain)), domain
 
 
 def test_alignment_signals_are_logged_at_log_steps_without_changing_the_run(tmp_path):

@@ -38,6 +38,7 @@ def test_export_into_a_read_only_folder_is_one_line(ckpt, capsys, read_only_dir)
 def test_failed_export_overwrite_leaves_the_old_export_usable(ckpt, tmp_path, monkeypatch):
     from unitgan import export
     from unitgan.errors import UnitganError
+    from unitgan.export import write
 
     out = tmp_path / "exp"
     export.export_checkpoint(ckpt, out, "a2b", "torchscript")
@@ -46,7 +47,7 @@ def test_failed_export_overwrite_leaves_the_old_export_usable(ckpt, tmp_path, mo
     def broken(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export, "_write_torchscript", broken)
+    monkeypatch.setattr(write, "_write_torchscript", broken)
     with pytest.raises(UnitganError, match="previous export is intact"):
         export.export_checkpoint(ckpt, out, "both", "torchscript", overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == before
@@ -117,9 +118,10 @@ def test_deeply_nested_export_json_is_one_line(onnx_export, tmp_path, capsys):
 def test_two_exports_into_one_new_folder_cannot_replace_each_other(ckpt, tmp_path, monkeypatch):
     from unitgan import export
     from unitgan.errors import UnitganError
+    from unitgan.export import write
 
     out = tmp_path / "e"
-    real_wrap = export.DirectionalGenerator
+    real_wrap = write.DirectionalGenerator
     calls = []
 
     def wrap_while_writing(*args, **kwargs):
@@ -128,7 +130,7 @@ def test_two_exports_into_one_new_folder_cannot_replace_each_other(ckpt, tmp_pat
             export.export_checkpoint(ckpt, out, "a2b", "safetensors")
         return real_wrap(*args, **kwargs)
 
-    monkeypatch.setattr(export, "DirectionalGenerator", wrap_while_writing)
+    monkeypatch.setattr(write, "DirectionalGenerator", wrap_while_writing)
     with pytest.raises(UnitganError, match="another export") as e:
         export.export_checkpoint(ckpt, out, "a2b", "torchscript")
     assert str(out) in str(e.value) and "\n" not in str(e.value)
@@ -176,11 +178,11 @@ def test_tampered_munit_export_json_is_one_line_naming_the_field(bank_export, tm
 
 
 def test_an_oversized_export_json_is_refused_before_parsing(bank_export, tmp_path, capsys, monkeypatch):
-    from unitgan import export
+    from unitgan.export import read
 
     copy = tmp_path / "e"
     shutil.copytree(bank_export, copy)
-    monkeypatch.setattr(export, "MAX_MANIFEST_BYTES", 1000)
+    monkeypatch.setattr(read, "MAX_MANIFEST_BYTES", 1000)
     monkeypatch.setattr(json, "loads", lambda *a, **k: pytest.fail("parsed"))
     assert_cli_error(capsys, ["serve", "--export", copy, "--port", "1"], "export.json", "1000 bytes")
 

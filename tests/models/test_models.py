@@ -146,3 +146,24 @@ def test_dropout_draws_nn_dropouts_masks_in_any_layout(p):
         grads.append(xi.grad)
     assert all(torch.equal(outs[0], o) for o in outs[1:]) and all(torch.equal(grads[0], g) for g in grads[1:])
     assert torch.equal(Dropout(p).eval()(x), x)
+
+
+@pytest.mark.parametrize("arch", ["unit", "munit", "covae32"])
+def test_every_generator_family_answers_the_generator_interface(arch):
+    """Translators and exports read these of any family instead of asking which class they hold."""
+    from unitgan.models import build_generator
+
+    gen = build_generator(small(arch=arch, style_dim=3, mlp_dim=8))
+    assert gen.style_dim == (3 if arch == "munit" else 0)
+    assert gen.fixed_size == (32 if arch == "covae32" else 0)
+    assert gen.size_multiple >= 1 and gen.bank_problem() is None and gen.style_banks() == {}
+
+
+def test_weight_prefixes_name_the_parts_a_direction_uses():
+    from unitgan.models import MUNITGenerator
+
+    unit, munit = UNITGenerator(small()), MUNITGenerator(small(style_dim=3, mlp_dim=8))
+    assert unit.weight_prefixes(("a2b",)) == ("dec_b.", "dec_shared.", "enc_a.", "enc_shared.")
+    assert unit.weight_prefixes(("a2b", "b2a")) == tuple(sorted(f"{p}." for p in dict(unit.named_children())))
+    assert munit.weight_prefixes(("b2a",)) == ("dec_a.", "enc_c_b.", "enc_c_shared.", "enc_s_a.")
+    assert munit.weight_prefixes(("a2b", "b2a")) == tuple(sorted(f"{p}." for p in dict(munit.named_children())))

@@ -178,13 +178,12 @@ def train_imports(module: Module) -> list[tuple[str | None, str]]:
 
 def test_inference_evaluate_and_the_cli_keep_clear_of_training():
     """Translating, evaluating and every command but ``train`` load no training code: checkpoint files are
-    read through ``unitgan.checkpoint``. Evaluating a domain-adaptation checkpoint builds its trainer for the
-    class head, and only there."""
+    read through ``unitgan.checkpoint``, and evaluating a domain-adaptation checkpoint builds only its
+    discriminator (``unitgan.models.da``), no trainer."""
     modules = find_modules()
-    assert train_imports(modules["unitgan.inference"]) == []
-    assert {scope for scope, _ in train_imports(modules["unitgan.evaluate"])} == {"evaluate_checkpoint"}
+    for name in ("unitgan.inference", "unitgan.evaluate", "unitgan.checkpoint"):
+        assert train_imports(modules[name]) == [], name
     assert {scope for scope, _ in train_imports(modules["unitgan.cli"])} == {"cmd_train"}
-    assert train_imports(modules["unitgan.checkpoint"]) == []
 
 
 def test_the_training_import_check_sees_where_an_import_is(tmp_path):
@@ -197,3 +196,31 @@ def test_the_training_import_check_sees_where_an_import_is(tmp_path):
     )
     found = set(train_imports(Module("m", path, False)))
     assert found == {(None, "unitgan"), (None, "unitgan.train.loop"), ("f", "unitgan.train.base")}
+
+
+OPENERS = {"from_checkpoint", "load_export"}  # what builds a translator for a path, below open_translator
+
+
+def translator_openers(module: Module) -> list[tuple[int, str]]:
+    """(line, name) of each call of ``Translator.from_checkpoint`` or ``load_export`` in the module."""
+    found = []
+    for node in ast.walk(ast.parse(module.path.read_text(), str(module.path))):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            if name in OPENERS:
+                found.append((node.lineno, name))
+    return found
+
+
+def test_every_command_opens_its_translator_through_open_translator():
+    """One way to open a translator for a path (checkpoint, run folder or export folder):
+    ``unitgan.translator.open_translator``; the package calls the lower-level openers nowhere else."""
+    modules = find_modules()
+    found = [
+        f"{m.path.relative_to(ROOT)}:{line}: {name}"
+        for m in modules.values()
+        if m.name.startswith("unitgan") and m.name != "unitgan.translator"
+        for line, name in translator_openers(m)
+    ]
+    assert not found, "translators opened outside unitgan.translator:\n" + "\n".join(found)

@@ -270,7 +270,7 @@ def _da_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _da_step(out_dir, ddp: bool, part: slice):
-    from unitgan.train.da import DATrainer
+    from unitgan.train.da.reduced import DATrainer
 
     torch.manual_seed(0)
     trainer = DATrainer(_da_cfg(out_dir), torch.device("cpu"), ddp=ddp)

@@ -13,7 +13,7 @@ from torch import nn
 from unitgan.config import load_config
 from unitgan.train import registry
 from unitgan.train.base import TrainData, weights_finite
-from unitgan.train.da import DATrainer
+from unitgan.train.da.reduced import DATrainer
 from unitgan.train.loop import train
 from unitgan.train.trainer import UNITTrainer
 

@@ -22,13 +22,37 @@ Their Gaussian noise layer after the shared encoder blocks (std 1, training only
 
 from __future__ import annotations
 
+from typing import Protocol
+
+import torch
 from torch import nn
 
 from unitgan.config import ModelConfig
-from unitgan.models.da32 import CoVAE32x32
+from unitgan.models.da.authors import CoVAE32x32
 from unitgan.models.discriminator import MultiScaleDiscriminator, PatchDiscriminator
 from unitgan.models.munit import MUNITGenerator, spread_rows, style_bank_problem
 from unitgan.models.unit import UNITGenerator
+
+
+class Generator(Protocol):
+    """What translators and exports read of any generator family (UNIT, MUNIT, CoVAE32x32), so that they need not
+    ask which family they hold."""
+
+    size_multiple: int  # inputs are padded to multiples of this
+    fixed_size: int  # the one square size the network takes (0 = any size, padded)
+    style_dim: int  # length of the style code (0 = unimodal: translate takes no style)
+
+    def translate(self, x: torch.Tensor, direction: str, *args, **kwargs) -> torch.Tensor:
+        """[N, C_src, H, W] -> [N, C_dst, H, W]; a multimodal generator also takes ``style`` [N or 1, style_dim]."""
+        ...
+
+    def bank_problem(self) -> str | None:
+        """Why its bank of remembered styles cannot be used, naming the tensor; None when it can (or has none)."""
+        ...
+
+    def style_banks(self) -> dict[str, torch.Tensor]:
+        """{domain: remembered style codes [M, style_dim]} (``model.style_prior=bank``); {} when none."""
+        ...
 
 
 def build_generator(cfg: ModelConfig) -> UNITGenerator | MUNITGenerator | CoVAE32x32:
@@ -53,6 +77,7 @@ def build_discriminators(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
 
 __all__ = [
     "CoVAE32x32",
+    "Generator",
     "MUNITGenerator",
     "MultiScaleDiscriminator",
     "PatchDiscriminator",

@@ -195,6 +195,7 @@ class MUNITGenerator(nn.Module):
         self.dec_b = Decoder(cfg, cfg.input_nc_b)
         self.content_ch = c
         self.style_dim = cfg.style_dim
+        self.fixed_size = 0  # any input size (padded to size_multiple)
         # the content encoder halves n_down times; the style encoder's extra stride-2 convs end in a global
         # pool, which takes any size, so only the content path sets the multiple
         self.size_multiple = 2**cfg.n_down
@@ -297,3 +298,12 @@ class MUNITGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
         return self.translate(x, direction, style)
+
+    def weight_prefixes(self, directions: tuple[str, ...]) -> tuple[str, ...]:
+        """State-dict key prefixes of the parts ``directions`` ('a2b', 'b2a') use: the shared content blocks, the
+        source's content encoder, the target's decoder and the target's style encoder."""
+        parts = {"enc_c_shared."}
+        for d in directions:
+            src, dst = d[0], d[2]
+            parts |= {f"enc_c_{src}.", f"dec_{dst}.", f"enc_s_{dst}."}
+        return tuple(sorted(parts))

@@ -114,3 +114,23 @@ class UNITGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
         return self.translate(x, direction)
+
+    # The generator interface (unitgan.models.Generator) that translators and exports read.
+    style_dim = 0  # unimodal: no style code
+    fixed_size = 0  # any input size (padded to size_multiple)
+
+    def bank_problem(self) -> str | None:
+        """None: a UNIT generator holds no bank of remembered styles."""
+        return None
+
+    def style_banks(self) -> dict[str, torch.Tensor]:
+        """{}: no remembered styles."""
+        return {}
+
+    def weight_prefixes(self, directions: tuple[str, ...]) -> tuple[str, ...]:
+        """State-dict key prefixes of the parts ``directions`` ('a2b', 'b2a') use: the shared blocks, the source's
+        encoder and the target's generator."""
+        parts = {"enc_shared.", "dec_shared."}
+        for d in directions:
+            parts |= {"enc_a.", "dec_b."} if d == "a2b" else {"enc_b.", "dec_a."}
+        return tuple(sorted(parts))

@@ -213,14 +213,6 @@ class WeightAverage(nn.Module):
         self.updates = int(updates)
 
 
-def align_distribution(probs: torch.Tensor, pred_mean: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-    """Distribution alignment (ReMixMatch, Berthelot et al. 2020): scale class probabilities probs [N, K] by
-    prior [K] / pred_mean [K] (the class shares they should have / the ones the model has been predicting)
-    and renormalise each row. A class the model has stopped predicting is scaled up, one it over-predicts down."""
-    aligned = probs * prior / pred_mean.clamp_min(1e-6)  # [N, K]
-    return aligned / aligned.sum(dim=1, keepdim=True)
-
-
 def maybe_no_sync(module: nn.Module, sync: bool):
     """DDP's ``no_sync()`` on inner micro-batches (gradients stay local until the last one)."""
     if sync or not hasattr(module, "no_sync"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from unitgan.config import Config
 from unitgan.train.base import Trainer
-from unitgan.train.da import DATrainer
-from unitgan.train.da32 import DA32Trainer
+from unitgan.train.da.authors import DA32Trainer
+from unitgan.train.da.reduced import DATrainer
 from unitgan.train.munit import MUNITTrainer
 from unitgan.train.trainer import UNITTrainer
 

@@ -185,6 +185,15 @@ class CoVAE32x32(nn.Module):
     def forward(self, x: torch.Tensor, direction: str = "a2b") -> torch.Tensor:
         return self.translate(x, direction)
 
+    # The generator interface (unitgan.models.Generator) that translators read: unimodal, no remembered styles.
+    style_dim = 0
+
+    def bank_problem(self) -> str | None:
+        return None
+
+    def style_banks(self) -> dict[str, torch.Tensor]:
+        return {}
+
 
 class CoDis32x32(nn.Module):
     """Coupled discriminator + classifier for 32x32 digits (see the module docstring)."""

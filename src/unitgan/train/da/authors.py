@@ -23,7 +23,7 @@ Target images are classified through the target's private first D layer and the 
 (``classify(x_b, 'b')``); with ``da.source_only`` only the source path is trained (class loss on x_a) and target
 images are classified through it. Target labels are never read in training; the last step is the one
 reported (``da_results.json``). Data, evaluation, checkpoint state and the non-finite guard are
-:class:`unitgan.train.da.DABase`'s.
+:class:`unitgan.train.da.common.DABase`'s.
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ import torch.nn.functional as F
 from unitgan.config import Config
 from unitgan.losses import DA_CLS_W, DA_GAN_W, da32_dis_loss, da32_gen_loss
 from unitgan.models import build_generator
-from unitgan.models.da32 import CoDis32x32
+from unitgan.models.da import build_discriminator
 from unitgan.runtime import set_requires_grad
-from unitgan.train.base import align_distribution
-from unitgan.train.da import DABase
+from unitgan.train.da.common import DABase, align_distribution, refuse_ignored_keys
 from unitgan.train.distributed import average_tensor
 
 ALIGN_MOMENTUM = 0.99  # da.pseudo_align: the running class shares average about the last 100 batches
@@ -51,9 +50,9 @@ class DA32Trainer(DABase):
     def __init__(self, cfg: Config, device: torch.device, ddp: bool = False):
         """``ddp``: average gradients over the torchrun ranks (the process group must exist)."""
         super().__init__()
-        m = cfg.model
-        dis = CoDis32x32(m.dis_ch, m.input_nc_a, m.input_nc_b, cfg.da.n_classes)
-        self.setup(cfg, device, ddp, build_generator(m), dis)
+        refuse_ignored_keys(cfg, "authors")
+        dis = build_discriminator(cfg)  # CoDis32x32; built before the generator (its init draws first)
+        self.setup(cfg, device, ddp, build_generator(cfg.model), dis)
         # da.pseudo_align: running class shares [K] of the teacher's target predictions and of the source labels
         uniform = torch.full((cfg.da.n_classes,), 1.0 / cfg.da.n_classes, device=device)
         self.pred_mean_b, self.prior_a = uniform.clone(), uniform.clone()
