@@ -84,6 +84,8 @@ class ModelConfig:
     init: Init = "gaussian"  # weight init: gaussian(0, 0.02) | kaiming | xavier | orthogonal | default
     dis_init: InitOrSame = "same"  # discriminator weight init (same = init); NVlabs MUNIT and UNIT master draw
     #   their discriminators N(0, 0.02) (gaussian) whatever the init of the rest
+    tied_init: bool = False  # arch=unit: domain B's private encoder and generator layers start as copies of domain
+    #   A's (not in the paper), so a translation starts out as a reconstruction; needs input_nc_a == input_nc_b
     layer_norm: LayerNormKind = "group"  # norm=layer: group = gamma 1, (x - mean) / sqrt(var + eps) (one-group
     #   group norm); nvlabs = gamma ~ U(0, 1), (x - mean) / (unbiased std + eps), NVlabs MUNIT / UNIT master's LayerNorm
     style_dim: int = 8  # arch=munit: length of a style code (drawn from N(0, I) at test time)
@@ -331,6 +333,13 @@ class Config:
             "model.dis_n_shared",
             f"must be < model.dis_n_layers ({m.dis_n_layers}): the first layer stays private; got {m.dis_n_shared}",
         )
+        if m.tied_init:
+            _check(m.arch == "unit", "model.tied_init", f"is for model.arch=unit, got {m.arch}")
+            _check(
+                m.input_nc_a == m.input_nc_b,
+                "model.tied_init",
+                f"needs the same channels in both domains, got {m.input_nc_a} (A) and {m.input_nc_b} (B)",
+            )
 
     def _validate_data(self) -> None:
         """``data``: sizes (the crop a multiple of the model's size multiple) and the source's domains."""

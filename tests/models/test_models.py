@@ -167,3 +167,42 @@ def test_weight_prefixes_name_the_parts_a_direction_uses():
     assert unit.weight_prefixes(("a2b", "b2a")) == tuple(sorted(f"{p}." for p in dict(unit.named_children())))
     assert munit.weight_prefixes(("b2a",)) == ("dec_a.", "enc_c_b.", "enc_c_shared.", "enc_s_a.")
     assert munit.weight_prefixes(("a2b", "b2a")) == tuple(sorted(f"{p}." for p in dict(munit.named_children())))
+
+
+def test_tied_init_starts_b_as_a_copy_of_a_that_then_learns_apart():
+    """model.tied_init: enc_b / dec_b start with enc_a / dec_a's values (so x_ab = x_aa at the start), held in
+    their own parameters, which a B-only gradient moves without touching A's."""
+    torch.manual_seed(0)
+    gen = UNITGenerator(small(tied_init=True))
+    for a, b in ((gen.enc_a, gen.enc_b), (gen.dec_a, gen.dec_b)):
+        for (name, p_a), p_b in zip(a.named_parameters(), b.parameters(), strict=True):
+            assert torch.equal(p_a, p_b) and p_a is not p_b, name
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(gen.translate(x, "a2b"), gen.decode(gen.encode(x, "a"), "a"))
+    assert torch.equal(gen.translate(x, "b2a"), gen.decode(gen.encode(x, "b"), "b"))
+
+    opt = torch.optim.SGD(gen.parameters(), lr=0.1)
+    before_a = [p.detach().clone() for p in gen.enc_a.parameters()]
+    gen.decode(gen.encode(x, "b"), "b").square().mean().backward()
+    opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(gen.enc_a.parameters(), before_a, strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(gen.enc_b.parameters(), before_a, strict=True))
+
+    torch.manual_seed(0)
+    untied = UNITGenerator(small())  # the option draws no random numbers: A's side is the same either way
+    assert all(torch.equal(p, q) for p, q in zip(untied.enc_a.parameters(), gen.enc_a.parameters(), strict=True))
+    assert not torch.equal(untied.translate(x, "a2b"), untied.decode(untied.encode(x, "a"), "a"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.tied_init=true", "model.input_nc_a=3", "model.input_nc_b=1"], "same channels in both domains, got 3 .A. and 1 .B."),
+        (["model.tied_init=true", "model.arch=munit"], "is for model.arch=unit, got munit"),
+    ],
+)
+def test_tied_init_is_refused_where_a_copy_cannot_be(overrides, message):
+    from unitgan.errors import UnitganError
+
+    with pytest.raises(UnitganError, match=f"model.tied_init.*{message}"):
+        load_config("demo", overrides)

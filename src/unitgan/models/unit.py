@@ -89,6 +89,9 @@ class UNITGenerator(nn.Module):
         self.size_multiple = 2**cfg.n_down
         init_weights(self, cfg.init)
         set_layer_norm(self, cfg.layer_norm)
+        if cfg.tied_init:  # B's private layers start as A's: x_ab = x_aa until the two sides learn apart
+            self.enc_b.load_state_dict(self.enc_a.state_dict())
+            self.dec_b.load_state_dict(self.dec_a.state_dict())
 
     def encode(self, x: torch.Tensor, domain: str) -> torch.Tensor:
         """Latent mean: [N, input_nc, H, W] -> mu [N, latent_ch, H/2^d, W/2^d]."""
