@@ -197,7 +197,10 @@ def test_tied_init_starts_b_as_a_copy_of_a_that_then_learns_apart():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.tied_init=true", "model.input_nc_a=3", "model.input_nc_b=1"], "same channels in both domains, got 3 .A. and 1 .B."),
+        (
+            ["model.tied_init=true", "model.input_nc_a=3", "model.input_nc_b=1"],
+            "same channels in both domains, got 3 .A. and 1 .B.",
+        ),
         (["model.tied_init=true", "model.arch=munit"], "is for model.arch=unit, got munit"),
     ],
 )
