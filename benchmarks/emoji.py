@@ -103,6 +103,7 @@ VARIANTS: dict[str, list[str]] = {
     # on top of the preset as it is now (the recipe above): the seed-to-seed spread of the learning rate 1e-3
     "recipe_ema0.999": ["train.ema=0.999"],
     "recipe_lr5e-4": ["optim.lr=0.0005"],
+    "recipe_untied": ["model.tied_init=false"],  # the preset before it took model.tied_init
 }
 
 
