@@ -100,10 +100,10 @@ VARIANTS: dict[str, list[str]] = {
     "fast_kl0.01_ndown1": [*FAST, *KL01, "model.n_down=1"],
     "native64_lr1e-3_kl0.01": [*OLD_SMALL, "data.load_size=64", "optim.lr=0.001", *KL01],
     "fast_kl0.01_ema": [*FAST, *KL01, "train.ema=0.99"],
-    # on top of the preset as it is now (the recipe above): the seed-to-seed spread of the learning rate 1e-3
-    "recipe_ema0.999": ["train.ema=0.999"],
-    "recipe_lr5e-4": ["optim.lr=0.0005"],
-    "recipe_untied": ["model.tied_init=false"],  # the preset before it took model.tied_init
+    # the seed-to-seed spread: the preset before it took model.tied_init, and two other cures tried on it
+    "recipe_untied": ["model.tied_init=false"],
+    "untied_ema0.999": ["model.tied_init=false", "train.ema=0.999"],
+    "untied_lr5e-4": ["model.tied_init=false", "optim.lr=0.0005"],
 }
 
 
