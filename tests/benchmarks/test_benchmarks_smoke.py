@@ -361,6 +361,7 @@ def test_da_digits_authors_recipe_runs_the_preset_as_it_is(tmp_path):
             assert got == (0.001, 0.001, 0.0001, 0.002)
 
 
+@pytest.mark.skipif(not (EMOJI_DATA / "emoji_google.npz").is_file(), reason="needs ../shared/data/emoji_*.npz")
 def test_emoji_stages_write_the_learning_curve_of_the_one_run(tmp_path):
     """--stages 2: the unitgan run is scored after each half of its budget; its last point is the run's own
     result (the same weights as the translations it saved), and curve.csv / curve.png are written."""
