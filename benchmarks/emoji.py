@@ -104,6 +104,11 @@ VARIANTS: dict[str, list[str]] = {
     "recipe_untied": ["model.tied_init=false"],
     "untied_ema0.999": ["model.tied_init=false", "train.ema=0.999"],
     "untied_lr5e-4": ["model.tied_init=false", "optim.lr=0.0005"],
+    # levers on the preset as it is
+    "recipe_sn": ["model.dis_spectral_norm=true"],
+    "recipe_hinge": ["model.gan_type=hinge"],
+    "recipe_batch8": ["data.batch_size=8"],
+    "recipe_recon10": ["loss.recon_w=10", "loss.cyc_recon_w=10"],
 }
 
 

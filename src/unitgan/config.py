@@ -80,6 +80,8 @@ class ModelConfig:
     dis_n_shared: int = 0  # last conv layers (+ the 1x1 head) that dis_a and dis_b share, per scale (0 = none)
     dis_norm: Norm = "none"  # norm in the discriminator
     dis_pad_type: PadType = "zero"  # padding in the discriminator
+    dis_spectral_norm: bool = False  # spectral normalisation (Miyato et al. 2018) of every discriminator conv, one
+    #   power iteration per forward (not in the paper)
     gan_type: GanType = "lsgan"  # lsgan | nsgan (non-saturating) | hinge
     init: Init = "gaussian"  # weight init: gaussian(0, 0.02) | kaiming | xavier | orthogonal | default
     dis_init: InitOrSame = "same"  # discriminator weight init (same = init); NVlabs MUNIT and UNIT master draw
@@ -332,6 +334,11 @@ class Config:
             m.dis_n_shared < m.dis_n_layers,
             "model.dis_n_shared",
             f"must be < model.dis_n_layers ({m.dis_n_layers}): the first layer stays private; got {m.dis_n_shared}",
+        )
+        _check(
+            not (m.dis_spectral_norm and (m.arch == "covae32" or self.da.enabled)),
+            "model.dis_spectral_norm",
+            "is for the translation discriminators (UNIT, MUNIT); the DA discriminators do not read it",
         )
         if m.tied_init:
             _check(m.arch == "unit", "model.tied_init", f"is for model.arch=unit, got {m.arch}")

@@ -209,3 +209,32 @@ def test_tied_init_is_refused_where_a_copy_cannot_be(overrides, message):
 
     with pytest.raises(UnitganError, match=f"model.tied_init.*{message}"):
         load_config("demo", overrides)
+
+
+def test_dis_spectral_norm_divides_every_discriminator_conv_by_its_top_singular_value():
+    """model.dis_spectral_norm: each conv of both discriminators (shared tail included, normalised once by its
+    owner) uses weight / sigma_max, so after a few power iterations every conv's operator norm is about 1."""
+    torch.manual_seed(0)
+    cfg = small(dis_spectral_norm=True, dis_n_layers=3, dis_n_shared=1, dis_n_scales=2)
+    dis_a = MultiScaleDiscriminator(cfg, 3)
+    dis_b = MultiScaleDiscriminator(cfg, 3, shared_with=dis_a)
+    x = torch.randn(2, 3, 32, 32)
+    for _ in range(30):  # training-mode forwards run the power iteration
+        dis_a(x), dis_b(x)
+    convs = [m for d in (dis_a, dis_b) for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert len({id(m) for m in convs}) == len(convs) - 2 * 2  # per scale, one shared conv + the shared head
+    for m in {id(m): m for m in convs}.values():
+        assert nn.utils.parametrize.is_parametrized(m, "weight")
+        assert len(m.parametrizations.weight) == 1  # one normalisation, even for the layers both hold
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert sigma == pytest.approx(1.0, abs=0.02)  # unnormalised N(0, 0.02) convs: about 0.1
+    plain = MultiScaleDiscriminator(small(dis_n_layers=3), 3)
+    assert not any(nn.utils.parametrize.is_parametrized(m) for m in plain.modules())
+
+
+@pytest.mark.parametrize("overrides", [["model.arch=covae32"], ["da.enabled=true"]])
+def test_dis_spectral_norm_is_refused_where_the_da_discriminators_would_ignore_it(overrides):
+    from unitgan.errors import UnitganError
+
+    with pytest.raises(UnitganError, match="model.dis_spectral_norm.*DA discriminators do not read it"):
+        load_config("demo", ["model.dis_spectral_norm=true", *overrides])

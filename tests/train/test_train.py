@@ -51,11 +51,15 @@ def test_save_load_next_step_is_bit_exact(tmp_path):
         assert torch.equal(p, q)
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
-    full = train(tiny_config(tmp_path / "full", **{"train.steps": 6}), progress=False)
-    part = train(tiny_config(tmp_path / "part", **{"train.steps": 3, "train.ckpt_every": 3}), progress=False)
+@pytest.mark.parametrize("extra", [{}, {"model.dis_spectral_norm": True}], ids=["plain", "spectral_norm"])
+def test_resume_equals_uninterrupted_run(tmp_path, extra):
+    """(with spectral norm the power iteration's vectors are state too: they travel in the checkpoint)"""
+    full = train(tiny_config(tmp_path / "full", **{"train.steps": 6, **extra}), progress=False)
+    part = train(tiny_config(tmp_path / "part", **{"train.steps": 3, "train.ckpt_every": 3, **extra}), progress=False)
     assert part.step == 3
-    resumed = train(tiny_config(tmp_path / "part", **{"train.steps": 6, "train.ckpt_every": 3}), progress=False)
+    resumed = train(
+        tiny_config(tmp_path / "part", **{"train.steps": 6, "train.ckpt_every": 3, **extra}), progress=False
+    )
     assert resumed.step == 6
     a = load_checkpoint(full.checkpoint)
     b = load_checkpoint(resumed.checkpoint)

@@ -65,6 +65,11 @@ class MultiScaleDiscriminator(nn.Module):
         own = nn.ModuleList(dis.net[: dis.n_private] for dis in self.scales)
         init_weights(own, or_default(cfg.dis_init, cfg.init))  # dis_init: NVlabs' N(0, 0.02) re-draw
         set_layer_norm(own, cfg.layer_norm)
+        if cfg.dis_spectral_norm:  # after the init: the parametrisation divides the drawn weight by its top singular
+            # value; shared layers are normalised once, by the discriminator that owns them
+            for m in list(own.modules()):
+                if isinstance(m, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[N, C, H, W] -> one score map per scale, finest first."""
