@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import multiprocessing
+import os
 import shutil
 import signal
 import statistics
@@ -128,8 +129,11 @@ def export(out: Path, dest: Path | None, names: list[str]) -> None:
 
 
 def save_results(path: Path, results: dict) -> None:
+    """Write ``results`` as JSON, whole or not at all (a temporary file renamed over ``path``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -208,7 +212,11 @@ def run_cached(
     print(f"{label}: {len(todo)} run(s) to do, {len(results)} done, results in {results_path}", flush=True)
     done: list[tuple] = []
 
+    def keep_others() -> None:  # runs another invocation on the same folder saved meanwhile are kept
+        results.update({k: v for k, v in load_results(results_path).items() if k not in results})
+
     def on_result(item: tuple, r: dict) -> None:
+        keep_others()
         results["/".join(map(str, item))] = r
         save_results(results_path, results)
         done.append(item)
@@ -216,6 +224,7 @@ def run_cached(
         print(f"[{len(done)}/{len(todo)}] {what}, seed {item[-1]}: {describe(r)}", flush=True)
 
     run_all(todo, run_one, args, on_result)
+    keep_others()
     return results
 
 

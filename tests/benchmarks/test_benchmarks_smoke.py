@@ -382,3 +382,24 @@ def test_emoji_stages_write_the_learning_curve_of_the_one_run(tmp_path):
     rows = (out / "curve.csv").read_text().splitlines()
     assert rows[0].startswith("method,variant,seed,steps,cpu_s,a2b_l1") and len(rows) == 3
     assert Image.open(out / "curve.png").size[0] > 0
+
+
+def test_run_cached_keeps_the_runs_another_invocation_saved_in_the_same_folder(tmp_path):
+    """Two benchmark invocations on one --out folder (say, one training unitgan, one scoring a peer): each saves its
+    results without dropping those the other saved since it started, and returns them all."""
+    import argparse
+
+    common = _script("common")
+    path = tmp_path / "results.json"
+
+    def run_one(name: str, seed: int, args) -> dict:
+        # meanwhile, another invocation finishes a run in the same folder
+        common.save_results(path, {**common.load_results(path), f"other_{name}/{seed}": {"v": f"other {name}"}})
+        return {"v": name}
+
+    args = argparse.Namespace(out=tmp_path, jobs=1, threads=1)
+    results = common.run_cached("t", [("a", 0), ("b", 0)], run_one, args, lambda r: r["v"])
+    on_disk = json.loads(path.read_text())
+    assert set(on_disk) == set(results) == {"a/0", "b/0", "other_a/0", "other_b/0"}
+    assert on_disk["other_b/0"] == {"v": "other b"} and on_disk["a/0"] == {"v": "a"}
+    assert not list(tmp_path.glob(".results.json.*"))  # the temporary file of each save is renamed, not left
