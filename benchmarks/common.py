@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import multiprocessing
-import os
 import shutil
 import signal
 import statistics
@@ -30,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from unitgan.runtime import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO.parent / "shared" / "data"  # offline arrays (mnist.npz, sklearn_digits.npz, ...)
@@ -129,11 +130,9 @@ def export(out: Path, dest: Path | None, names: list[str]) -> None:
 
 
 def save_results(path: Path, results: dict) -> None:
-    """Write ``results`` as JSON, whole or not at all (a temporary file renamed over ``path``)."""
+    """Write ``results`` as JSON, whole or not at all (:func:`unitgan.runtime.atomic_write_text`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(results, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(results, indent=2), durable=False)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -387,8 +388,6 @@ def test_emoji_stages_write_the_learning_curve_of_the_one_run(tmp_path):
 def test_run_cached_keeps_the_runs_another_invocation_saved_in_the_same_folder(tmp_path):
     """Two benchmark invocations on one --out folder (say, one training unitgan, one scoring a peer): each saves its
     results without dropping those the other saved since it started, and returns them all."""
-    import argparse
-
     common = _script("common")
     path = tmp_path / "results.json"
 
