@@ -109,6 +109,8 @@ VARIANTS: dict[str, list[str]] = {
     "recipe_hinge": ["model.gan_type=hinge"],
     "recipe_batch8": ["data.batch_size=8"],
     "recipe_recon10": ["loss.recon_w=10", "loss.cyc_recon_w=10"],
+    # the preset's step schedule (halve the lr every lr_step steps) compressed to a 30-minute budget
+    "recipe_lrstep1500": ["optim.lr_step=1500"],
 }
 
 
